@@ -1,0 +1,101 @@
+"""The errors hexproxy raises, each carrying the HTTP status it maps to.
+
+Handlers and the CLI never inspect messages: they read ``http_status`` (and
+``code``, a stable machine-readable name) so a new error kind is one class here.
+
+    HexproxyError                    500 internal
+    ├── ConfigError                  (CLI exit 2; never reaches HTTP)
+    ├── InvalidRequest               400 a path or name that breaks the grammar
+    ├── NotFound                     404 upstream has no such object
+    │   └── NotCached                404 offline, and the cache does not hold it
+    ├── VerificationError            502 upstream bytes failed a check; nothing is stored
+    │   ├── MalformedRegistry        gzip or protobuf that does not decode
+    │   ├── BadSignature             RSA-SHA512 signature does not verify
+    │   ├── BadOrigin                repository or package name is not the expected one
+    │   ├── ChecksumMismatch         tarball sha256 != signed outer_checksum
+    │   └── TooLarge                 body (or gunzipped body) over its limit
+    └── UpstreamError                502 upstream could not give an answer
+        ├── UpstreamUnavailable      connection refused, DNS, circuit open, offline
+        ├── UpstreamTimeout          504 connect or read timed out
+        └── UpstreamStatus           upstream answered with an unexpected status
+"""
+
+from __future__ import annotations
+
+
+class HexproxyError(Exception):
+    """Base of every error hexproxy raises on purpose."""
+
+    http_status = 500
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(HexproxyError):
+    """A configuration value is invalid; the message names the key."""
+
+    code = "config"
+
+
+class InvalidRequest(HexproxyError):
+    http_status = 400
+    code = "invalid_request"
+
+
+class NotFound(HexproxyError):
+    http_status = 404
+    code = "not_found"
+
+
+class NotCached(NotFound):
+    code = "not_cached"
+
+
+class VerificationError(HexproxyError):
+    http_status = 502
+    code = "verification_failed"
+
+
+class MalformedRegistry(VerificationError):
+    code = "malformed_registry"
+
+
+class BadSignature(VerificationError):
+    code = "bad_signature"
+
+
+class BadOrigin(VerificationError):
+    code = "bad_origin"
+
+
+class ChecksumMismatch(VerificationError):
+    code = "checksum_mismatch"
+
+
+class TooLarge(VerificationError):
+    code = "too_large"
+
+
+class UpstreamError(HexproxyError):
+    http_status = 502
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    http_status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamStatus(UpstreamError):
+    code = "upstream_status"
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
