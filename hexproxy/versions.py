@@ -83,7 +83,13 @@ class Version:
         return (self.major, self.minor, self.patch, 0 if self.pre else 1, pre)
 
     def __str__(self) -> str:
-        return self.text
+        # The original text round-trips exactly (registries list versions as text);
+        # a hand-built Version without text is rendered canonically.
+        if self.text:
+            return self.text
+        pre = "-" + ".".join(map(str, self.pre)) if self.pre else ""
+        build = "+" + ".".join(self.build) if self.build else ""
+        return f"{self.major}.{self.minor}.{self.patch}{pre}{build}"
 
     def __hash__(self) -> int:
         return hash(self._key())

@@ -225,6 +225,11 @@ def test_invalid_version(text: str) -> None:
         Version.parse(text)
 
 
+def test_str_of_hand_built_version_is_canonical() -> None:
+    assert str(Version(1, 2, 3, ("rc", 1), ("b",))) == "1.2.3-rc.1+b"
+    assert Version(1, 2, 3) == Version.parse("1.2.3")
+
+
 def test_str_of_requirement_is_source() -> None:
     assert str(parse_requirement("~> 1.0 or ~> 2.0")) == "~> 1.0 or ~> 2.0"
 
