@@ -1,0 +1,450 @@
+"""The policy: for each request, decide fresh / stale / revalidate / fetch / verify.
+
+This is the only place that knows what the cache *means*. The HTTP layer
+translates its results into responses, and ``warm`` calls the same methods, so
+serving and pre-warming share one verified path.
+
+Small objects (registry files, installer CSVs) are served from memory after
+their first load; immutable objects (tarballs, docs, installer builds) are
+served from disk and fetched through a shared ``Download``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from .config import Config
+from .download import Download
+from .errors import (
+    HexproxyError,
+    NotCached,
+    NotFound,
+    UpstreamError,
+    UpstreamUnavailable,
+    VerificationError,
+)
+from .keys import CacheKey, Kind, package_key
+from .registry import Package, verify_names, verify_package, verify_versions
+from .storage import FileStorage, Meta, sha256_file
+from .upstream import Upstream
+
+log = logging.getLogger("hexproxy.cache")
+
+# Small objects are kept in memory; a bound keeps a cache of the whole of
+# hex.pm (tens of thousands of /packages files) from taking all of RAM.
+MEMORY_BUDGET = 64 * 1024 * 1024
+
+
+class Status(enum.Enum):
+    HIT = "HIT"
+    MISS = "MISS"
+    STALE = "STALE"
+    REVALIDATED = "REVALIDATED"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A small object, verified, as served from memory."""
+
+    key: CacheKey
+    body: bytes
+    meta: Meta
+    decoded: object | None = None
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.meta.sha256}"'
+
+    @property
+    def last_modified(self) -> str:
+        return self.meta.upstream_last_modified or formatdate(self.meta.stored_at, usegmt=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Small:
+    entry: Entry
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """An immutable object on disk, served with sendfile."""
+
+    key: CacheKey
+    path: Path
+    size: int
+    sha256: str
+    stored_at: float
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.sha256}"'
+
+    @property
+    def last_modified(self) -> str:
+        return formatdate(self.stored_at, usegmt=True)
+
+
+@dataclass(slots=True)
+class _Flight:
+    task: asyncio.Task[Small]
+    reported_slow: bool = False
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the cache did, for logs, metrics and the status page."""
+
+    verification_failures: int = 0
+    upstream_fetches: int = 0
+    stale_served: int = 0
+    recent_failures: list[str] | None = None
+
+    def failure(self, message: str) -> None:
+        self.verification_failures += 1
+        recent = self.recent_failures if self.recent_failures is not None else []
+        recent.append(f"{formatdate(time.time(), usegmt=True)} {message}")
+        self.recent_failures = recent[-20:]
+
+
+class Cache:
+    def __init__(
+        self,
+        config: Config,
+        storage: FileStorage,
+        upstream: Upstream,
+        public_key: RSAPublicKey,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.upstream = upstream
+        self.public_key = public_key
+        self.clock = clock
+        self.offline = config.upstream.offline
+        self.counters = Counters()
+        self._memory: OrderedDict[CacheKey, Entry] = OrderedDict()
+        self._memory_bytes = 0
+        self._files: dict[CacheKey, StoredFile] = {}
+        self._negative: dict[CacheKey, float] = {}
+        self._flights: dict[CacheKey, _Flight] = {}
+        self._downloads: dict[CacheKey, Download] = {}
+
+    async def close(self) -> None:
+        """Stop running fetches (their temp files are dropped) and the upstream client."""
+        tasks: list[asyncio.Task[Any]] = [f.task for f in self._flights.values()]
+        tasks += [d.task for d in self._downloads.values() if d.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.upstream.close()
+
+    # ----- small, mutable objects: registry files and installer CSVs -----
+
+    async def get_small(self, key: CacheKey) -> Small:
+        entry = self._memory.get(key) or await self._load(key)
+        if entry is not None and self._is_fresh(entry):
+            return Small(entry, Status.HIT)
+        if entry is not None and self.offline:
+            return Small(entry, Status.HIT)
+        self._check_negative(key)
+        if self.offline:
+            raise _offline_miss(key)
+        if entry is None:
+            return await self._join_flight(key, None).task
+        return await self._revalidate(key, entry)
+
+    def _is_fresh(self, entry: Entry) -> bool:
+        if not entry.key.is_mutable:
+            return True
+        return self.clock() - entry.meta.validated_at < self.config.cache.registry_ttl
+
+    async def _revalidate(self, key: CacheKey, entry: Entry) -> Small:
+        """Ask upstream, but never make the client wait long for what we already hold."""
+        if self.upstream.breaker.state.value == "paused":
+            return self._stale(entry, self.upstream.breaker.last_error)
+        flight = self._join_flight(key, entry)
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(flight.task), self.config.upstream.stale_timeout
+            )
+        except TimeoutError:
+            if not flight.reported_slow:
+                # A black-holed upstream accepts connections and never answers:
+                # count the silence so the breaker opens after a few of them.
+                flight.reported_slow = True
+                self.upstream.breaker.record_failure("no answer within stale_timeout")
+            return self._stale(entry, "upstream too slow")
+        except (UpstreamError, VerificationError) as exc:
+            return self._stale(entry, exc.message)
+
+    def _stale(self, entry: Entry, reason: str) -> Small:
+        self.counters.stale_served += 1
+        log.info("serving stale %s: %s", entry.key, reason)
+        return Small(entry, Status.STALE)
+
+    def _join_flight(self, key: CacheKey, entry: Entry | None) -> _Flight:
+        flight = self._flights.get(key)
+        if flight is None:
+            task = asyncio.create_task(self._refresh(key, entry), name=f"refresh {key}")
+            flight = _Flight(task)
+            self._flights[key] = flight
+            task.add_done_callback(lambda t: self._land(key, t))
+        return flight
+
+    def _land(self, key: CacheKey, task: asyncio.Task[Small]) -> None:
+        if self._flights.get(key, None) and self._flights[key].task is task:
+            del self._flights[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: waiters that gave up must not leave it unread
+
+    async def _refresh(self, key: CacheKey, entry: Entry | None) -> Small:
+        meta = entry.meta if entry else None
+        self.counters.upstream_fetches += 1
+        fetched = await self.upstream.fetch(
+            key,
+            limit=self.config.upstream.max_registry_size,
+            etag=meta.upstream_etag if meta else None,
+            last_modified=meta.upstream_last_modified if meta else None,
+        )
+        now = self.clock()
+        if fetched.status == 304 and entry is not None:
+            return Small(await self._touch(entry, now), Status.REVALIDATED)
+        if fetched.status != 200:
+            self._negative[key] = now + self.config.cache.negative_ttl
+            raise NotFound(f"{key} not found upstream")
+        self._negative.pop(key, None)
+        decoded = await self._verify(key, fetched.body)
+        if entry is not None and entry.body == fetched.body:
+            return Small(await self._touch(entry, now), Status.REVALIDATED)
+        new_meta = Meta(
+            sha256=hashlib.sha256(fetched.body).hexdigest(),
+            size=len(fetched.body),
+            stored_at=now,
+            validated_at=now,
+            upstream_etag=fetched.etag,
+            upstream_last_modified=fetched.last_modified,
+        )
+        fresh = Entry(key, fetched.body, new_meta, decoded)
+        try:
+            await asyncio.to_thread(self.storage.put, key, fetched.body, new_meta)
+        except OSError as exc:
+            log.warning("cannot store %s (%s); serving it from memory", key, exc.strerror)
+        self._remember(fresh)
+        return Small(fresh, Status.MISS)
+
+    async def _touch(self, entry: Entry, now: float) -> Entry:
+        touched = replace(entry, meta=entry.meta.revalidated(now))
+        try:
+            await asyncio.to_thread(self.storage.write_meta, entry.key, touched.meta)
+        except OSError as exc:
+            log.warning("cannot record revalidation of %s (%s)", entry.key, exc.strerror)
+        self._remember(touched)
+        return touched
+
+    async def _verify(self, key: CacheKey, body: bytes) -> object | None:
+        """Check what upstream signed; the bytes are stored only if this returns."""
+        try:
+            if len(body) > 256 * 1024:
+                return await asyncio.to_thread(self.verify_bytes, key, body)
+            return self.verify_bytes(key, body)
+        except VerificationError as exc:
+            self.counters.failure(f"{key}: {exc.message}")
+            log.error("verification failed for %s: %s", key, exc.message)
+            raise
+
+    def verify_bytes(self, key: CacheKey, body: bytes) -> object | None:
+        """Raise VerificationError unless ``body`` is a genuine ``key`` from our repository."""
+        repo = self.config.upstream.repo_name
+        limit = self.config.upstream.max_registry_size
+        if key.kind is Kind.PACKAGE:
+            return verify_package(
+                body, self.public_key, repository=repo, name=key.name, max_uncompressed=limit
+            )
+        if key.kind is Kind.NAMES:
+            return verify_names(body, self.public_key, repository=repo, max_uncompressed=limit)
+        if key.kind is Kind.VERSIONS:
+            return verify_versions(body, self.public_key, repository=repo, max_uncompressed=limit)
+        return None
+
+    async def _load(self, key: CacheKey) -> Entry | None:
+        """Bring a stored small object into memory, re-verifying it on the way."""
+        body = self.storage.read(key)
+        if body is None:
+            return None
+        try:
+            decoded = await asyncio.to_thread(self.verify_bytes, key, body)
+        except VerificationError as exc:
+            self.counters.failure(f"stored {key}: {exc.message}")
+            log.error("stored copy of %s fails verification (%s); ignoring it", key, exc.message)
+            return None
+        digest = hashlib.sha256(body).hexdigest()
+        meta = self.storage.read_meta(key)
+        if meta is None or meta.sha256 != digest:
+            # The sidecar does not describe this body (crash between renames):
+            # keep the body, but revalidate it at the next request.
+            meta = Meta(digest, len(body), self.clock(), 0.0)
+        entry = Entry(key, body, meta, decoded)
+        self._remember(entry)
+        return entry
+
+    def _remember(self, entry: Entry) -> None:
+        old = self._memory.pop(entry.key, None)
+        if old is not None:
+            self._memory_bytes -= len(old.body)
+        self._memory[entry.key] = entry
+        self._memory_bytes += len(entry.body)
+        while self._memory_bytes > MEMORY_BUDGET and len(self._memory) > 1:
+            _, evicted = self._memory.popitem(last=False)
+            self._memory_bytes -= len(evicted.body)
+
+    def forget(self, key: CacheKey) -> None:
+        """Drop what this process holds for ``key`` (after an operator removed it)."""
+        old = self._memory.pop(key, None)
+        if old is not None:
+            self._memory_bytes -= len(old.body)
+        self._files.pop(key, None)
+        self._negative.pop(key, None)
+
+    def _check_negative(self, key: CacheKey) -> None:
+        until = self._negative.get(key)
+        if until is None:
+            return
+        if self.clock() < until:
+            raise NotFound(f"{key} not found upstream")
+        del self._negative[key]
+
+    # ----- immutable objects: tarballs, docs, installer builds -----
+
+    def stored_file(self, key: CacheKey) -> StoredFile | None:
+        """The stored copy, if there is one (a stat per call: another process may prune)."""
+        known = self._files.get(key)
+        try:
+            st = os.stat(self.storage.path(key))
+        except FileNotFoundError:
+            if known is not None:
+                del self._files[key]
+            return None
+        if known is not None and known.size == st.st_size:
+            return known
+        return None
+
+    async def load_stored_file(self, key: CacheKey) -> StoredFile | None:
+        """Like stored_file, reading (or rebuilding) the sidecar on first use."""
+        found = self.stored_file(key)
+        if found is not None:
+            return found
+        path = self.storage.path(key)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        meta = self.storage.read_meta(key)
+        if meta is None or meta.size != st.st_size:
+            digest = await asyncio.to_thread(sha256_file, path)
+            meta = Meta(digest, st.st_size, st.st_mtime, st.st_mtime)
+            await asyncio.to_thread(self.storage.write_meta, key, meta)
+        found = StoredFile(key, path, st.st_size, meta.sha256, meta.stored_at)
+        self._files[key] = found
+        return found
+
+    async def get_file(self, key: CacheKey) -> StoredFile | Download:
+        """A stored immutable object, or the running fetch of it."""
+        stored = await self.load_stored_file(key)
+        if stored is not None:
+            return stored
+        running = self._downloads.get(key)
+        if running is not None:
+            return running
+        self._check_negative(key)
+        if self.offline:
+            raise _offline_miss(key)
+        expected = await self.expected_checksum(key)
+        # Awaiting the registry may have let another request start (or finish) it.
+        stored = await self.load_stored_file(key)
+        if stored is not None:
+            return stored
+        return self._downloads.get(key) or self._start_download(key, expected)
+
+    async def expected_checksum(self, key: CacheKey) -> bytes | None:
+        """The signed outer checksum a tarball must match (None for unsigned kinds)."""
+        if key.kind is not Kind.TARBALL:
+            return None
+        small = await self.get_small(package_key(key.name))
+        release = _package(small.entry).release(key.version)
+        if release is None and small.status in (Status.HIT, Status.STALE) and not self.offline:
+            # Published since we cached the package file: look once more.
+            small = await self._join_flight(small.entry.key, small.entry).task
+            release = _package(small.entry).release(key.version)
+        if release is None:
+            raise NotFound(f"{key.name} has no release {key.version}")
+        if release.outer_checksum is None:
+            raise VerificationError(
+                f"{key.name} {key.version} has no outer checksum in its signed registry "
+                "entry, so its tarball cannot be verified"
+            )
+        return release.outer_checksum
+
+    def _start_download(self, key: CacheKey, expected: bytes | None) -> Download:
+        upstream = self.config.upstream
+        download = Download(
+            key,
+            storage=self.storage,
+            upstream=self.upstream,
+            expected_sha256=expected,
+            max_size=upstream.max_tarball_size,
+            lock_timeout=upstream.total_timeout,
+            on_verification_failure=lambda k, e: self._download_failed(k, e),
+        )
+        self._downloads[key] = download
+        self.counters.upstream_fetches += 1
+        download.start()
+        assert download.task is not None
+        download.task.add_done_callback(lambda _: self._download_done(key, download))
+        return download
+
+    def _download_failed(self, key: CacheKey, error: HexproxyError) -> None:
+        self.counters.failure(f"{key}: {error.message}")
+        log.error("verification failed for %s: %s", key, error.message)
+
+    def _download_done(self, key: CacheKey, download: Download) -> None:
+        if self._downloads.get(key) is download:
+            del self._downloads[key]
+        if isinstance(download.error, NotFound):
+            self._negative[key] = self.clock() + self.config.cache.negative_ttl
+
+    async def fetch_file(self, key: CacheKey) -> StoredFile:
+        """Make sure an immutable object is stored (for HEAD and for warm)."""
+        got = await self.get_file(key)
+        if isinstance(got, StoredFile):
+            return got
+        assert got.task is not None
+        await asyncio.shield(got.task)
+        if got.error is not None:
+            raise got.error
+        stored = await self.load_stored_file(key)
+        if stored is None:
+            raise UpstreamUnavailable(f"{key} was fetched but could not be stored")
+        return stored
+
+
+def _package(entry: Entry) -> Package:
+    assert isinstance(entry.decoded, Package)
+    return entry.decoded
+
+
+def _offline_miss(key: CacheKey) -> NotCached:
+    return NotCached(f"{key} is not in this offline cache")

@@ -1,0 +1,68 @@
+"""Human-friendly sizes and durations for config values and CLI flags.
+
+Operators write ``max_size = "20GiB"`` or ``--older-than 30d``; everything
+inside hexproxy works in bytes and seconds.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(value: str | int | float) -> int:
+    """Bytes from ``1048576``, ``"512MiB"``, ``"20GB"``; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"size must not be negative, got {value!r}")
+        return int(value)
+    match = _NUMBER_UNIT.fullmatch(value)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"expected a size such as 512MiB or 20GB, got {value!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from ``300``, ``"90s"``, ``"5m"``, ``"12h"``, ``"30d"``; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"duration must not be negative, got {value!r}")
+        return float(value)
+    match = _NUMBER_UNIT.fullmatch(value)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _DURATION_UNITS:
+        raise ValueError(f"expected a duration such as 30s, 5m, 12h or 7d, got {value!r}")
+    return float(match.group(1)) * _DURATION_UNITS[unit]
+
+
+def format_size(size: int) -> str:
+    """Short binary-unit size for humans: ``1.5 MiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

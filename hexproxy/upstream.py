@@ -1,0 +1,175 @@
+"""The one HTTP client that talks to upstream (repo.hex.pm, builds.hex.pm or a mirror).
+
+It turns every way a request can fail into the typed errors of ``errors.py``
+and reports each outcome to the circuit breaker, so the policy layer only
+ever sees "an answer" or "upstream could not answer, and why".
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+
+from . import __version__
+from .breaker import CircuitBreaker
+from .config import UpstreamConfig
+from .errors import (
+    HexproxyError,
+    NotFound,
+    TooLarge,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from .keys import CacheKey, Kind
+
+USER_AGENT = f"hexproxy/{__version__} (+https://github.com/hexproxy/hexproxy)"
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    status: int  # 200, 304 or 404
+    body: bytes
+    etag: str | None
+    last_modified: str | None
+
+
+def client_timeout(config: UpstreamConfig) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=config.total_timeout,
+        sock_connect=config.connect_timeout,
+        sock_read=config.read_timeout,
+    )
+
+
+def new_session(config: UpstreamConfig) -> aiohttp.ClientSession:
+    """One session per process; bodies are read raw (registry files stay gzip bytes)."""
+    return aiohttp.ClientSession(
+        timeout=client_timeout(config),
+        auto_decompress=False,
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        # The proxy never acts on proxy settings from its own environment
+        # implicitly: an upstream is a direct URL unless configured otherwise.
+        trust_env=False,
+    )
+
+
+class Upstream:
+    def __init__(self, config: UpstreamConfig, breaker: CircuitBreaker) -> None:
+        self.config = config
+        self.breaker = breaker
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the connection pool; it needs the running loop, so not in __init__."""
+        if self._session is None:
+            self._session = new_session(self.config)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("Upstream.start() was not awaited")
+        return self._session
+
+    def url_for(self, key: CacheKey) -> str:
+        base = self.config.builds_url if key.kind is Kind.INSTALL else self.config.url
+        return base.rstrip("/") + key.upstream_path
+
+    def _admit(self) -> None:
+        if not self.breaker.allow():
+            wait = self.breaker.seconds_until_retry()
+            raise UpstreamUnavailable(
+                f"upstream is paused after {self.breaker.failures} failures "
+                f"({self.breaker.last_error}); retrying in {wait:.0f}s"
+            )
+
+    def record_failure(self, error: UpstreamError) -> None:
+        self.breaker.record_failure(error.message)
+
+    async def fetch(
+        self,
+        key: CacheKey,
+        *,
+        limit: int,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> Fetched:
+        """GET a whole (small) object; conditional when validators are given."""
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        async with self.open(key, headers=headers, accept=(200, 304, 404)) as resp:
+            body = await self._read_bounded(resp, limit) if resp.status == 200 else b""
+            return Fetched(
+                resp.status, body, resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+            )
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self,
+        key: CacheKey,
+        *,
+        headers: dict[str, str] | None = None,
+        accept: tuple[int, ...] = (200,),
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A streaming GET; a status outside ``accept`` raises (404 as NotFound)."""
+        self._admit()
+        url = self.url_for(key)
+        try:
+            async with self.session.get(url, headers=headers, allow_redirects=True) as resp:
+                if resp.status >= 500:
+                    raise UpstreamStatus(f"upstream answered {resp.status} for {key}", resp.status)
+                self.breaker.record_success()
+                if resp.status not in accept:
+                    if resp.status == 404:
+                        raise NotFound(f"{key} not found upstream")
+                    raise UpstreamStatus(f"upstream answered {resp.status} for {key}", resp.status)
+                yield resp
+        except HexproxyError as exc:
+            if isinstance(exc, UpstreamError):
+                self.record_failure(exc)
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise self._failed(UpstreamTimeout(f"upstream timed out for {key}")) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise self._failed(
+                UpstreamUnavailable(f"cannot connect to upstream: {_reason(exc)}")
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._failed(
+                UpstreamUnavailable(f"upstream connection failed for {key}: {_reason(exc)}")
+            ) from None
+
+    def _failed(self, error: UpstreamError) -> UpstreamError:
+        self.record_failure(error)
+        return error
+
+    @staticmethod
+    async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+        declared = resp.content_length
+        if declared is not None and declared > limit:
+            raise TooLarge(f"upstream declared {declared} bytes, over the {limit}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"upstream body over the {limit}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

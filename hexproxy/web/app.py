@@ -1,0 +1,55 @@
+"""Wiring: the one place that builds the proxy's parts and connects them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from ..breaker import CircuitBreaker
+from ..cache import Cache
+from ..config import Config, load_public_key_pem
+from ..registry import load_public_key
+from ..storage import FileStorage
+from ..upstream import Upstream
+from . import middleware, ops, routes
+from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
+
+
+def build_cache(config: Config) -> Cache:
+    """The policy object and what it stands on (no I/O yet, no event loop needed).
+
+    Order: the verifying key first (a bad key must stop us before we serve),
+    then storage, then the upstream client behind its circuit breaker, then the
+    cache that ties them together.
+    """
+    pem = load_public_key_pem(config)
+    key = load_public_key(pem)
+    storage = FileStorage(config.cache_dir)
+    breaker = CircuitBreaker(config.upstream.failure_threshold, config.upstream.retry_after)
+    upstream = Upstream(config.upstream, breaker)
+    return Cache(config, storage, upstream, key)
+
+
+def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
+    app = web.Application(middlewares=[middleware.errors])
+    app[CONFIG] = config
+    app[PUBLIC_KEY_PEM] = load_public_key_pem(config)
+    cache = build_cache(config)
+    app[CACHE] = cache
+
+    async def resources(_: web.Application) -> AsyncIterator[None]:
+        # Temp files left by a crash are swept before the first request. With
+        # several workers the parent does this once, before they start.
+        if sweep_temp:
+            cache.storage.prepare()
+        else:
+            cache.storage.tmp.mkdir(parents=True, exist_ok=True)
+        await cache.upstream.start()
+        yield
+        await cache.close()
+
+    app.cleanup_ctx.append(resources)
+    routes.add_routes(app)
+    ops.add_routes(app)
+    return app

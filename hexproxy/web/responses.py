@@ -1,0 +1,98 @@
+"""Turning cache results into HTTP responses, with the headers real clients need.
+
+rebar3 treats a tarball 200 without an ETag as a failed download, and mix
+gunzips twice if a registry file carries Content-Encoding, so every 200 here
+has a strong ETag and none has a Content-Encoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from ..cache import Entry, Small, Status, StoredFile
+from ..keys import CacheKey, Kind
+
+OCTET = "application/octet-stream"
+STALE_WARNING = '110 hexproxy "Response is Stale"'
+IMMUTABLE = "public, max-age=604800, immutable"
+
+
+def if_none_match(request: web.BaseRequest, etag: str) -> bool:
+    """Does the client already hold ``etag``? An empty header (rebar3, cold) matches nothing."""
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    for candidate in header.split(","):
+        value = candidate.strip()
+        if value == "*" or value.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def content_type(key: CacheKey) -> str:
+    if key.kind is Kind.INSTALL and key.name.endswith((".csv", ".signed")):
+        return "text/plain; charset=utf-8"
+    return OCTET
+
+
+def cache_control(key: CacheKey, ttl: float) -> str:
+    return f"public, max-age={int(ttl)}" if key.is_mutable else IMMUTABLE
+
+
+def small_headers(entry: Entry, status: Status, ttl: float) -> dict[str, str]:
+    headers = {
+        "ETag": entry.etag,
+        "Last-Modified": entry.last_modified,
+        "Content-Type": content_type(entry.key),
+        "Cache-Control": cache_control(entry.key, ttl),
+        "X-Cache": status.value,
+    }
+    if status is Status.STALE:
+        headers["Warning"] = STALE_WARNING
+    return headers
+
+
+def small_response(request: web.BaseRequest, small: Small, ttl: float) -> web.Response:
+    headers = small_headers(small.entry, small.status, ttl)
+    if if_none_match(request, small.entry.etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=small.entry.body, headers=headers)
+
+
+def file_headers(stored: StoredFile, status: Status) -> dict[str, str]:
+    return {
+        "ETag": stored.etag,
+        "Last-Modified": stored.last_modified,
+        "Content-Type": content_type(stored.key),
+        "Cache-Control": IMMUTABLE,
+        "X-Cache": status.value,
+    }
+
+
+class SendfileResponse(web.StreamResponse):
+    """A stored file sent with sendfile(2): the bytes never pass through Python."""
+
+    def __init__(self, stored: StoredFile, headers: dict[str, str]) -> None:
+        super().__init__(status=200, headers=headers)
+        self.content_length = stored.size
+        self._stored = stored
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if request.method == "HEAD":
+            return await super().prepare(request)
+        # Opened before the headers go out, so a file pruned in between is a clean error.
+        fobj = self._stored.path.open("rb")
+        try:
+            writer = await super().prepare(request)
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("client went away")
+            loop = asyncio.get_running_loop()
+            await loop.sendfile(transport, fobj, 0, self._stored.size)
+        finally:
+            fobj.close()
+        await super().write_eof()
+        return writer

@@ -1,0 +1,125 @@
+"""One handler per repository endpoint: parse and validate the path, ask the cache, answer.
+
+Paths are checked against the Hex grammar before anything touches the disk or
+upstream; the cache key (and so the file path) is built from validated parts only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ..cache import Cache, Status, StoredFile
+from ..download import Download
+from ..errors import HexproxyError
+from ..keys import NAMES, VERSIONS, CacheKey, docs_key, install_key, package_key, tarball_key
+from ..registry import parse_docs_filename, parse_tarball_filename
+from .responses import (
+    IMMUTABLE,
+    SendfileResponse,
+    cache_control,
+    content_type,
+    file_headers,
+    if_none_match,
+    small_response,
+)
+from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
+
+log = logging.getLogger("hexproxy.web")
+
+
+async def names(request: web.Request) -> web.StreamResponse:
+    return await _small(request, NAMES)
+
+
+async def versions(request: web.Request) -> web.StreamResponse:
+    return await _small(request, VERSIONS)
+
+
+async def package(request: web.Request) -> web.StreamResponse:
+    return await _small(request, package_key(request.match_info["name"]))
+
+
+async def tarball(request: web.Request) -> web.StreamResponse:
+    name, version = parse_tarball_filename(request.match_info["filename"])
+    return await _file(request, tarball_key(name, version))
+
+
+async def docs(request: web.Request) -> web.StreamResponse:
+    name, version = parse_docs_filename(request.match_info["filename"])
+    return await _file(request, docs_key(name, version))
+
+
+async def installs(request: web.Request) -> web.StreamResponse:
+    key = install_key(request.match_info["path"])
+    if key.is_mutable:
+        return await _small(request, key)
+    return await _file(request, key)
+
+
+async def public_key(request: web.Request) -> web.StreamResponse:
+    """The key this proxy verifies with: what a client should trust for this mirror."""
+    return web.Response(
+        body=request.app[PUBLIC_KEY_PEM],
+        headers={
+            "Content-Type": "text/plain; charset=utf-8",
+            "Cache-Control": "public, max-age=3600",
+        },
+    )
+
+
+async def _small(request: web.Request, key: CacheKey) -> web.StreamResponse:
+    small = await request.app[CACHE].get_small(key)
+    return small_response(request, small, request.app[CONFIG].cache.registry_ttl)
+
+
+async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:
+    cache: Cache = request.app[CACHE]
+    got = await cache.get_file(key)
+    if request.method == "HEAD" and isinstance(got, Download):
+        got = await cache.fetch_file(key)
+    if isinstance(got, StoredFile):
+        status = Status.HIT
+        headers = file_headers(got, status)
+        if if_none_match(request, got.etag):
+            return web.Response(status=304, headers=headers)
+        return SendfileResponse(got, headers)
+    return await _stream(request, got)
+
+
+async def _stream(request: web.Request, download: Download) -> web.StreamResponse:
+    """A miss: send the bytes as they arrive; cut the connection if they turn out bad."""
+    await download.started  # an upstream error before the first byte is a clean error status
+    headers = {
+        "Content-Type": content_type(download.key),
+        "Cache-Control": cache_control(download.key, 0) if download.key.is_mutable else IMMUTABLE,
+        "X-Cache": Status.MISS.value,
+    }
+    if download.expected is not None:
+        headers["ETag"] = f'"{download.expected.hex()}"'
+    response = web.StreamResponse(headers=headers)
+    if download.size is not None:
+        response.content_length = download.size
+    await response.prepare(request)
+    try:
+        async for chunk in download.chunks():
+            await response.write(chunk)
+    except HexproxyError as exc:
+        # Headers are gone: the only honest signal left is a broken transfer.
+        log.warning("aborted %s to the client: %s", download.key, exc.message)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/names", names)
+    app.router.add_get("/versions", versions)
+    app.router.add_get("/packages/{name}", package)
+    app.router.add_get("/tarballs/{filename}", tarball)
+    app.router.add_get("/docs/{filename}", docs)
+    app.router.add_get("/installs/{path:.+}", installs)
+    app.router.add_get("/public_key", public_key)

@@ -1,0 +1,12 @@
+"""Typed application keys: what create_app puts on the app and handlers read."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..cache import Cache
+from ..config import Config
+
+CONFIG = web.AppKey("config", Config)
+CACHE = web.AppKey("cache", Cache)
+PUBLIC_KEY_PEM = web.AppKey("public_key_pem", bytes)
