@@ -1,0 +1,97 @@
+"""Shared fixtures: a signed fake upstream on loopback and a proxy in front of it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from hexproxy.config import Config, load_config
+from hexproxy.registry import public_key_pem
+from hexproxy.web import create_app
+from tests.fakes.hex_repo import FakeHexRepo
+from tests.support.keys import test_private_key
+from tests.support.repo import DepSpec, PackageSpec, build_repo
+
+
+def small_tree() -> list[PackageSpec]:
+    """Three packages, enough for the core behaviours."""
+    return [
+        PackageSpec("alpha", "1.0.0", [DepSpec("beta", "~> 2.0")]),
+        PackageSpec("alpha", "1.1.0", [DepSpec("beta", "~> 2.1")]),
+        PackageSpec("beta", "2.0.0"),
+        PackageSpec("beta", "2.1.0"),
+        PackageSpec("gamma", "0.1.0", files={"README.md": b"gamma\n" * 2000}),
+    ]
+
+
+@pytest.fixture(scope="session")
+def public_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "test_public_key.pem"
+    path.write_bytes(public_key_pem(test_private_key().public_key()))
+    return path
+
+
+@dataclass
+class Upstream:
+    repo: FakeHexRepo
+    server: TestServer
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    async def stop(self) -> None:
+        """Connections to the port are refused from now on."""
+        await self.server.close()
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> Upstream:
+    repo = FakeHexRepo(build_repo(small_tree(), test_private_key()))
+    server = await aiohttp_server(repo.app())
+    return Upstream(repo, server)
+
+
+ProxyFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def proxy_config(
+    tmp_path: Path, public_key_file: Path, upstream: Upstream
+) -> Callable[..., Config]:
+    def build(**overrides: Any) -> Config:
+        values: dict[tuple[str, str], Any] = {
+            ("cache", "dir"): str(tmp_path / "cache"),
+            ("upstream", "url"): upstream.url,
+            ("upstream", "builds_url"): upstream.url,
+            ("upstream", "public_key"): str(public_key_file),
+            ("upstream", "connect_timeout"): 1.0,
+            ("upstream", "read_timeout"): 2.0,
+            ("upstream", "stale_timeout"): 0.5,
+        }
+        for name, value in overrides.items():
+            section, _, key = name.partition("__")
+            values[(section, key)] = value
+        return load_config(None, {}, values)
+
+    return build
+
+
+@pytest.fixture
+def make_proxy(aiohttp_client: Any, proxy_config: Callable[..., Config]) -> ProxyFactory:
+    """``await make_proxy(cache__registry_ttl=0)``: a running proxy and a client for it."""
+
+    async def start(**overrides: Any) -> TestClient[Any, Any]:
+        return await aiohttp_client(create_app(proxy_config(**overrides)))  # type: ignore[no-any-return]
+
+    return start
+
+
+@pytest.fixture
+async def proxy(make_proxy: ProxyFactory) -> TestClient[Any, Any]:
+    return await make_proxy()
