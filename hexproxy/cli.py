@@ -1,11 +1,16 @@
-"""The ``hexproxy`` command: one subcommand per job, config errors as one line and exit 2."""
+"""The ``hexproxy`` command: one subcommand per job, config errors as one line and exit 2.
+
+Each subcommand lives in its own module with a ``register(sub)`` function that
+adds its parser and sets ``run(args, config) -> exit status``; this module only
+parses, loads the configuration once and dispatches.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,8 @@ from .errors import ConfigError
 EXIT_USAGE = 2
 
 
-def _config_args(parser: argparse.ArgumentParser) -> None:
+def config_args(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that touches the cache or upstream accepts."""
     parser.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
     parser.add_argument("--cache-dir", metavar="DIR", help="where cached files are kept")
     parser.add_argument("--upstream", metavar="URL", help="repository to proxy (repo.hex.pm)")
@@ -27,9 +33,9 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _serve_parser(sub: Any) -> None:
+def _register_serve(sub: Any) -> None:
     parser = sub.add_parser("serve", help="run the proxy")
-    _config_args(parser)
+    config_args(parser)
     parser.add_argument(
         "--listen", metavar="HOST:PORT", help="address to listen on (127.0.0.1:4000)"
     )
@@ -37,6 +43,16 @@ def _serve_parser(sub: Any) -> None:
     parser.add_argument(
         "--log-format", choices=("text", "json"), help="access and server log format"
     )
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace, config: Config) -> int:
+    from .server import serve
+
+    return serve(config)
+
+
+REGISTRARS: list[Callable[[Any], None]] = [_register_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hexproxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _serve_parser(sub)
+    for register in REGISTRARS:
+        register(sub)
     return parser
 
 
@@ -63,30 +80,27 @@ FLAG_KEYS = {
 }
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ) if env is None else env
     overrides = {
         FLAG_KEYS[flag]: value
         for flag, value in vars(args).items()
         if flag in FLAG_KEYS and value is not None
     }
-    path = args.config
-    if path is None and os.environ.get("HEXPROXY_CONFIG"):
-        path = Path(os.environ["HEXPROXY_CONFIG"])
-    return load_config(path, os.environ, overrides)
+    path = getattr(args, "config", None)
+    if path is None and env.get("HEXPROXY_CONFIG"):
+        path = Path(env["HEXPROXY_CONFIG"])
+    return load_config(path, env, overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
+        return int(args.run(args, config))
     except ConfigError as exc:
         print(f"hexproxy: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
-    if args.command == "serve":
-        from .server import serve
-
-        return serve(config)
-    raise AssertionError(args.command)
 
 
 if __name__ == "__main__":  # pragma: no cover
