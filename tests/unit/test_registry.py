@@ -273,7 +273,7 @@ def test_names_and_versions_check_repository(resource: Resource) -> None:
 
 
 def test_gzip_bomb_is_refused_without_allocating_its_size() -> None:
-    bomb = gzip.compress(bytes(256 * 1024 * 1024), compresslevel=9)  # ~250 KB on the wire
+    bomb = gzip.compress(bytes(64 * 1024 * 1024), compresslevel=9)  # ~64 KB on the wire
     limit = 1024 * 1024
     tracemalloc.start()
     try:
