@@ -10,8 +10,9 @@
 # erlang-wx and with it GTK and WebKit: 105 packages (~50 MB download). rebar3 itself
 # is a single self-contained escript; what it needs at run time is the OTP
 # applications it starts (crypto, asn1, public_key, ssl, inets) plus the compiler
-# in erlang-base. So we install those (10 packages with what inets pulls in, ~15 MB, ~10 s) and take the escript out of the
-# Debian rebar3 .deb (same bytes as /usr/bin/rebar3, version 3.19.0 on bookworm).
+# in erlang-base. So we install those (10 packages with what inets pulls in: ~15 MB,
+# ~10 s including apt-get update) and take the escript out of the Debian rebar3 .deb
+# (same bytes as /usr/bin/rebar3, version 3.19.0 on bookworm).
 # Set HEXPROXY_FULL_REBAR3=1 to install the complete Debian package instead.
 #
 # Exit status: 0 when `rebar3` works afterwards, non-zero otherwise.
