@@ -177,6 +177,9 @@ class Cache:
         if self.upstream.breaker.state.value == "paused":
             return self._stale(entry, self.upstream.breaker.last_error)
         flight = self._join_flight(key, entry)
+        if flight.reported_slow:
+            # This very revalidation already kept a client waiting: don't wait again.
+            return self._stale(entry, "upstream too slow")
         try:
             return await asyncio.wait_for(
                 asyncio.shield(flight.task), self.config.upstream.stale_timeout

@@ -7,6 +7,7 @@ upstream; the cache key (and so the file path) is built from validated parts onl
 from __future__ import annotations
 
 import logging
+from email.utils import formatdate
 
 from aiohttp import web
 
@@ -85,6 +86,9 @@ async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:
         if if_none_match(request, got.etag):
             return web.Response(status=304, headers=headers)
         return SendfileResponse(got, headers)
+    if got.expected is not None and if_none_match(request, f'"{got.expected.hex()}"'):
+        # The client already holds exactly the bytes the registry signed.
+        return web.Response(status=304, headers={"ETag": f'"{got.expected.hex()}"'})
     return await _stream(request, got)
 
 
@@ -95,6 +99,7 @@ async def _stream(request: web.Request, download: Download) -> web.StreamRespons
         "Content-Type": content_type(download.key),
         "Cache-Control": cache_control(download.key, 0) if download.key.is_mutable else IMMUTABLE,
         "X-Cache": Status.MISS.value,
+        "Last-Modified": formatdate(usegmt=True),  # what the stored copy will say
     }
     if download.expected is not None:
         headers["ETag"] = f'"{download.expected.hex()}"'
