@@ -8,8 +8,10 @@ ever sees "an answer" or "upstream could not answer, and why".
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 
@@ -28,6 +30,14 @@ from .errors import (
 from .keys import CacheKey, Kind
 
 USER_AGENT = f"hexproxy/{__version__} (+https://github.com/hexproxy/hexproxy)"
+
+
+class Observer(Protocol):
+    """Told about every exchange with upstream (for metrics); must be cheap and not raise."""
+
+    def answered(self, key: CacheKey, status: int, seconds: float) -> None: ...
+
+    def failed(self, error: UpstreamError) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,7 @@ class Upstream:
         self.config = config
         self.breaker = breaker
         self._session: aiohttp.ClientSession | None = None
+        self.observer: Observer | None = None
 
     async def start(self) -> None:
         """Open the connection pool; it needs the running loop, so not in __init__."""
@@ -94,6 +105,8 @@ class Upstream:
 
     def record_failure(self, error: UpstreamError) -> None:
         self.breaker.record_failure(error.message)
+        if self.observer is not None:
+            self.observer.failed(error)
 
     async def fetch(
         self,
@@ -126,8 +139,11 @@ class Upstream:
         """A streaming GET; a status outside ``accept`` raises (404 as NotFound)."""
         self._admit()
         url = self.url_for(key)
+        started = time.monotonic()
         try:
             async with self.session.get(url, headers=headers, allow_redirects=True) as resp:
+                if self.observer is not None:
+                    self.observer.answered(key, resp.status, time.monotonic() - started)
                 if resp.status >= 500:
                     raise UpstreamStatus(f"upstream answered {resp.status} for {key}", resp.status)
                 self.breaker.record_success()
