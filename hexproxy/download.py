@@ -28,9 +28,9 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiofiles
-import aiofiles.os
 
 from .errors import ChecksumMismatch, HexproxyError, TooLarge, UpstreamTimeout
 from .keys import CacheKey
@@ -126,7 +126,8 @@ class Download:
                     f"over the {self.max_size}-byte limit"
                 )
             self.size = declared
-            async with aiofiles.open(self.path, "wb") as fh:
+            fh = await self._open_temp()
+            try:
                 self.started.set_result(None)
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     if self.written + len(chunk) > self.max_size:
@@ -135,16 +136,30 @@ class Download:
                         )
                     digest.update(chunk)
                     await self._append(fh, chunk)
-                if not self.spill:
+                if fh is not None and not self.spill:
                     await self._sync(fh)
+            finally:
+                if fh is not None:
+                    await fh.close()
         self.sha256 = digest.hexdigest()
         self._check(digest.digest())
         await self._commit()
 
-    async def _append(self, fh: object, chunk: bytes) -> None:
-        if not self.spill:
+    async def _open_temp(self) -> Any:
+        """The temp file, or None when the disk refuses it (then bytes stay in memory)."""
+        try:
+            return await aiofiles.open(self.path, "wb")
+        except OSError as exc:
+            log.warning("cannot cache %s (%s); serving without storing", self.key, exc.strerror)
+            self.unsynced = True
+            return None
+
+    async def _append(self, fh: Any, chunk: bytes) -> None:
+        if fh is None:
+            self.spill.extend(chunk)
+        elif not self.spill:
             try:
-                await fh.write(chunk)  # type: ignore[attr-defined]
+                await fh.write(chunk)
                 self.disk_written += len(chunk)
             except OSError as exc:
                 log.warning(
@@ -158,10 +173,10 @@ class Download:
         self.written += len(chunk)
         self._notify()
 
-    async def _sync(self, fh: object) -> None:
+    async def _sync(self, fh: Any) -> None:
         try:
-            await fh.flush()  # type: ignore[attr-defined]
-            await asyncio.to_thread(os.fsync, fh.fileno())  # type: ignore[attr-defined]
+            await fh.flush()
+            await asyncio.to_thread(os.fsync, fh.fileno())
         except OSError as exc:
             log.warning("cannot sync %s to the cache (%s); not storing it", self.key, exc.strerror)
             self.unsynced = True
@@ -196,9 +211,15 @@ class Download:
     @contextlib.asynccontextmanager
     async def _cross_process_lock(self) -> AsyncIterator[None]:
         locks = self.storage.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
         name = self.key.path.replace("/", "_")
-        fd = os.open(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            locks.mkdir(parents=True, exist_ok=True)
+            fd = os.open(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            # A read-only or full cache still serves; it just cannot coordinate workers.
+            log.warning("no lock for %s (%s); fetching without it", self.key, exc.strerror)
+            yield
+            return
         try:
             deadline = time.monotonic() + self.lock_timeout
             while not _try_lock(fd):
@@ -233,14 +254,15 @@ class Download:
                 await fh.close()
 
     async def _open_reader(self) -> aiofiles.threadpool.binary.AsyncBufferedReader | None:
-        for _ in range(2):  # the temp file may be renamed into place in between
+        for _ in range(3):  # the temp file may be renamed into place in between
             try:
                 return await aiofiles.open(self.path, "rb")
             except FileNotFoundError:
                 if self.finished and self.error is not None:
                     raise self.error from None
-        if self.spill and self.disk_written == 0:
-            return None
+                if self.disk_written == 0 and self.unsynced:
+                    return None  # the disk refused the file: everything is in memory
+                await asyncio.sleep(0)
         raise HexproxyError(f"{self.key}: cached file vanished while serving")
 
     async def _read(
