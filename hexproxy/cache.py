@@ -19,13 +19,14 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from .breaker import State
 from .config import Config
 from .download import Download
 from .errors import (
@@ -111,13 +112,12 @@ class Counters:
     verification_failures: int = 0
     upstream_fetches: int = 0
     stale_served: int = 0
-    recent_failures: list[str] | None = None
+    recent_failures: list[str] = field(default_factory=list)
 
     def failure(self, message: str) -> None:
         self.verification_failures += 1
-        recent = self.recent_failures if self.recent_failures is not None else []
-        recent.append(f"{formatdate(time.time(), usegmt=True)} {message}")
-        self.recent_failures = recent[-20:]
+        self.recent_failures.append(f"{formatdate(time.time(), usegmt=True)} {message}")
+        del self.recent_failures[:-20]
 
 
 class Cache:
@@ -174,7 +174,7 @@ class Cache:
 
     async def _revalidate(self, key: CacheKey, entry: Entry) -> Small:
         """Ask upstream, but never make the client wait long for what we already hold."""
-        if self.upstream.breaker.state.value == "paused":
+        if self.upstream.breaker.state is State.PAUSED:
             return self._stale(entry, self.upstream.breaker.last_error)
         flight = self._join_flight(key, entry)
         if flight.reported_slow:

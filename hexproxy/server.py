@@ -72,8 +72,8 @@ async def run(config: Config, *, sweep_temp: bool = True, ready_fd: int | None =
     )
     await site.start()
     log.info(
-        "hexproxy serving %s on http://%s (cache %s, upstream %s%s)",
-        "pid " + str(os.getpid()),
+        "hexproxy (pid %d) serving http://%s (cache %s, upstream %s%s)",
+        os.getpid(),
         config.server.listen,
         config.cache.dir,
         config.upstream.url,
