@@ -51,6 +51,7 @@ class UpstreamConfig:
     builds_url: str = "https://builds.hex.pm"
     repo_name: str = "hexpm"
     public_key: str = ""
+    installs_public_key: str = ""
     offline: bool = False
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
@@ -250,6 +251,9 @@ def validate(config: Config) -> None:
         _check(getattr(upstream, key) > 0, f"[upstream] {key}", "must be greater than 0")
     _check(cache.registry_ttl >= 0, "[cache] registry_ttl", "must not be negative")
     load_public_key_pem(config)
+    from .installs import load_installs_public_key_pem
+
+    load_installs_public_key_pem(config)
 
 
 def load_public_key_pem(config: Config) -> bytes:
