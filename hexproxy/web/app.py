@@ -51,5 +51,5 @@ def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
 
     app.cleanup_ctx.append(resources)
     routes.add_routes(app)
-    ops.add_routes(app)
+    ops.setup(app)  # operator endpoints, request metrics, background LRU eviction
     return app

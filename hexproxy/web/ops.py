@@ -1,30 +1,173 @@
-"""Endpoints for the people who run the proxy, under a prefix no repository path can take."""
+"""Endpoints for the people who run the proxy, under a prefix no repository path can take,
+and the bookkeeping behind them: the request-counting middleware and the eviction task.
+
+``setup(app)`` wires all of it; ``create_app`` calls it once, after the core parts exist.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..cache import Cache
+from ..eviction import Evictor
+from ..metrics import Metrics
+from ..storage import FileStorage
+from . import status_page
 from .state import CACHE
 
 PREFIX = "/_hexproxy"
+METRICS = web.AppKey("metrics", Metrics)
+EVICTOR = web.AppKey("evictor", Evictor)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Routes whose objects are immutable files: their hits are recorded for LRU eviction.
+FILE_ROUTES = frozenset({"/tarballs/{filename}", "/docs/{filename}", "/installs/{path}"})
 
 
 async def health(request: web.Request) -> web.Response:
     """Liveness: the process is serving."""
-    return web.Response(text="ok\n")
+    return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
+
+
+def cache_writable(storage: FileStorage) -> bool:
+    """Can we store anything? Tried for real: permissions alone do not show a read-only
+    mount, a full inode table, or a temp directory that was replaced by a file."""
+    try:
+        fd, name = tempfile.mkstemp(dir=storage.tmp, prefix="ready-", suffix=".part")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
+def upstream_summary(cache: Cache) -> str:
+    """up / down / paused / offline, with the reason when it is not up."""
+    if cache.offline:
+        return "offline (serving from the cache only)"
+    breaker = cache.upstream.breaker
+    state = breaker.state.value
+    if state == "paused":
+        return f"paused for {breaker.seconds_until_retry():.0f}s more: {breaker.last_error}"
+    if state == "down":
+        return f"down ({breaker.failures} failures): {breaker.last_error}"
+    return state
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: the cache directory is writable; the body says how upstream is doing."""
+    """Readiness: 200 while the cache directory takes writes; the body says how upstream is.
+
+    An unreachable upstream does not make the proxy unready: it still serves what is cached.
+    """
     cache = request.app[CACHE]
-    writable = os.access(cache.storage.root, os.W_OK) and os.access(cache.storage.tmp, os.W_OK)
-    upstream = "offline" if cache.offline else cache.upstream.breaker.state.value
-    body = f"cache: {'writable' if writable else 'NOT writable'}\nupstream: {upstream}\n"
-    return web.Response(status=200 if writable else 503, text=body)
+    writable = await asyncio.to_thread(cache_writable, cache.storage)
+    body = (
+        f"cache: {'writable' if writable else 'NOT writable'} ({cache.storage.root})\n"
+        f"upstream: {upstream_summary(cache)}\n"
+    )
+    return web.Response(
+        status=200 if writable else 503, text=body, headers={"Cache-Control": "no-store"}
+    )
 
 
-def add_routes(app: web.Application) -> None:
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    response = web.Response(body=body, headers={"Cache-Control": "no-store"})
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+async def status(request: web.Request) -> web.Response:
+    """The human status page: server-rendered, no scripts."""
+    html = status_page.render(request.app[METRICS], request.app[EVICTOR])
+    return web.Response(
+        text=html,
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+        },
+    )
+
+
+def observe_requests(
+    metrics: Metrics, evictor: Evictor
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The per-request bookkeeping: a few dict increments, no I/O, no locks."""
+    requests, sent, packages = (
+        metrics.traffic.requests,
+        metrics.traffic.bytes,
+        metrics.traffic.packages,
+    )
+    touch = evictor.access.touch
+
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            requests[(_route(request), exc.status, "-")] += 1
+            raise
+        except BaseException:
+            requests[(_route(request), 500, "-")] += 1
+            raise
+        route, status = _route(request), response.status
+        result = response.headers.get("X-Cache", "-")
+        requests[(route, status, result)] += 1
+        size = response.content_length or response.body_length
+        if request.method != "HEAD" and status != 304:
+            sent[route] += size
+        if status == 200 or status == 304:
+            if route in FILE_ROUTES:
+                touch(request.path)
+                if result == "MISS":
+                    evictor.stored(size)
+            name = _package_name(route, request)
+            if name:
+                packages[name] += 1
+        return response
+
+    return observe
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    if resource is None:
+        return "unmatched"
+    # The catch-all installs route prints as {path:.+}; keep the label readable.
+    return resource.canonical.replace("{path:.+}", "{path}")
+
+
+def _package_name(route: str, request: web.Request) -> str | None:
+    if route == "/packages/{name}":
+        return request.match_info["name"]
+    if route == "/tarballs/{filename}":
+        return request.match_info["filename"].partition("-")[0]
+    return None
+
+
+def setup(app: web.Application) -> None:
+    """Operator endpoints, request counting (outermost middleware, so it sees the final
+    status) and the eviction task (started after the cache's own resources)."""
+    cache = app[CACHE]
+    evictor = Evictor(cache)
+    app[EVICTOR] = evictor
+    app[METRICS] = Metrics(cache, evictor)
+    app.middlewares.insert(0, observe_requests(app[METRICS], evictor))
+
+    async def eviction(_: web.Application) -> AsyncIterator[None]:
+        evictor.start()
+        yield
+        await evictor.stop()
+
+    app.cleanup_ctx.append(eviction)
     app.router.add_get(f"{PREFIX}/health", health)
     app.router.add_get(f"{PREFIX}/ready", ready)
+    app.router.add_get(f"{PREFIX}/metrics", metrics)
+    app.router.add_get(f"{PREFIX}/", status)

@@ -1,0 +1,133 @@
+"""The status page at ``/_hexproxy/``: one server-rendered HTML document, no scripts.
+
+Every value that comes from outside (error messages, package names, paths)
+goes through ``html.escape``; the page is built from small section functions
+so each stays readable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from html import escape
+
+from .. import __version__
+from ..eviction import Evictor
+from ..metrics import Metrics
+from ..units import format_size
+
+STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#1d2430;
+ padding:0 1rem}
+h1{font-size:1.5rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin:1.6rem 0 .5rem}
+.sub{color:#5b6575;margin:0 0 1.2rem}
+.cards{display:flex;gap:1rem;flex-wrap:wrap}
+.card{border:1px solid #d5dae1;border-radius:8px;padding:.8rem 1rem;min-width:12rem;flex:1}
+.card b{display:block;font-size:1.4rem}.card span{color:#5b6575;font-size:.85rem}
+.up{color:#137333}.down,.paused{color:#b3261e}.offline{color:#8a5a00}
+table{border-collapse:collapse;width:100%}
+td,th{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #e6e9ee}
+.bar{background:#e6e9ee;border-radius:4px;height:.6rem;margin-top:.4rem}
+.bar i{display:block;height:100%;background:#3b6fd8;border-radius:4px}
+.none{color:#5b6575}code{font-size:.85rem}
+"""
+
+
+def render(metrics: Metrics, evictor: Evictor) -> str:
+    """The whole page for this worker's view of the proxy."""
+    body = "\n".join(
+        [
+            "<h1>hexproxy</h1>",
+            f'<p class="sub">version {escape(__version__)} · worker pid {os.getpid()} · '
+            f"up {_duration(time.time() - metrics.traffic.started)} · "
+            f"upstream <code>{escape(metrics.cache.config.upstream.url)}</code></p>",
+            _cards(metrics, evictor),
+            _top_packages(metrics),
+            _failures(metrics),
+        ]
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>hexproxy status</title>"
+        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    )
+
+
+def _card(title: str, value: str, detail: str, value_class: str = "") -> str:
+    cls = f' class="{value_class}"' if value_class else ""
+    return (
+        f'<div class="card"><span>{escape(title)}</span>'
+        f"<b{cls}>{escape(value)}</b><span>{escape(detail)}</span></div>"
+    )
+
+
+def _cards(metrics: Metrics, evictor: Evictor) -> str:
+    state = metrics.upstream_state()
+    breaker = metrics.cache.upstream.breaker
+    detail = breaker.last_error or "answering normally"
+    if state == "paused":
+        detail = f"retry in {breaker.seconds_until_retry():.0f}s: {breaker.last_error}"
+    elif state == "offline":
+        detail = "serving from the cache only"
+    ratio = metrics.traffic.hit_ratio()
+    cards = [
+        _card("Upstream", state, detail, state),
+        _card(
+            "Hit ratio",
+            "n/a" if ratio is None else f"{ratio:.1%}",
+            f"{metrics.traffic.total()} requests, "
+            f"{format_size(sum(metrics.traffic.bytes.values()))} served",
+        ),
+        _size_card(evictor),
+    ]
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _size_card(evictor: Evictor) -> str:
+    usage, limit = evictor.usage, evictor.max_size
+    if usage is None:
+        return _card("Cache size", "measuring…", "first measurement pending")
+    used = format_size(usage.bytes)
+    if not limit:
+        return _card("Cache size", used, f"{usage.entries} files · no limit (max_size = 0)")
+    share = min(usage.bytes / limit, 1.0)
+    card = _card(
+        "Cache size",
+        f"{used} of {format_size(limit)}",
+        f"{usage.entries} files · {share:.0%} of max_size · {evictor.evicted} evicted",
+    )
+    return card.replace(
+        "</div>", f'<div class="bar"><i style="width:{share:.0%}"></i></div></div>', 1
+    )
+
+
+def _top_packages(metrics: Metrics, limit: int = 10) -> str:
+    top = metrics.traffic.packages.most_common(limit)
+    if not top:
+        return '<h2>Most requested packages</h2><p class="none">No package requests yet.</p>'
+    rows = "".join(f"<tr><td>{escape(name)}</td><td>{n}</td></tr>" for name, n in top)
+    return (
+        "<h2>Most requested packages</h2>"
+        f"<table><tr><th>Package</th><th>Requests</th></tr>{rows}</table>"
+    )
+
+
+def _failures(metrics: Metrics) -> str:
+    counters = metrics.cache.counters
+    recent = list(reversed(counters.recent_failures or []))
+    title = f"<h2>Recent verification failures ({counters.verification_failures} in total)</h2>"
+    if not recent:
+        return title + '<p class="none">None: everything served has passed its checks.</p>'
+    items = "".join(f"<li><code>{escape(line)}</code></li>" for line in recent)
+    return f"{title}<ul>{items}</ul>"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
