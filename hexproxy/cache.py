@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from . import installs
 from .breaker import State
 from .config import Config
 from .download import Download
@@ -37,8 +38,8 @@ from .errors import (
     UpstreamUnavailable,
     VerificationError,
 )
-from .keys import CacheKey, Kind, package_key
-from .registry import Package, verify_names, verify_package, verify_versions
+from .keys import CacheKey, Kind, install_key, package_key
+from .registry import Package, load_public_key, verify_names, verify_package, verify_versions
 from .storage import FileStorage, Meta, sha256_file
 from .upstream import Upstream
 
@@ -142,6 +143,7 @@ class Cache:
         self._negative: dict[CacheKey, float] = {}
         self._flights: dict[CacheKey, _Flight] = {}
         self._downloads: dict[CacheKey, Download] = {}
+        self._installs_key: RSAPublicKey | None = None
 
     async def close(self) -> None:
         """Stop running fetches (their temp files are dropped) and the upstream client."""
@@ -261,6 +263,8 @@ class Cache:
     async def _verify(self, key: CacheKey, body: bytes) -> object | None:
         """Check what upstream signed; the bytes are stored only if this returns."""
         try:
+            if installs.is_csv(key):
+                return self._verify_csv(key, body, await self._csv_signature(key))
             if len(body) > 256 * 1024:
                 return await asyncio.to_thread(self.verify_bytes, key, body)
             return self.verify_bytes(key, body)
@@ -281,7 +285,40 @@ class Cache:
             return verify_names(body, self.public_key, repository=repo, max_uncompressed=limit)
         if key.kind is Kind.VERSIONS:
             return verify_versions(body, self.public_key, repository=repo, max_uncompressed=limit)
+        if installs.is_csv(key):
+            # A stored CSV is checked against the stored .signed it was accepted with.
+            return self._verify_csv(key, body, self.storage.read(_signed_key(key)))
         return None
+
+    def _verify_csv(self, key: CacheKey, body: bytes, signed: bytes | None) -> object:
+        if self._installs_key is None:
+            self._installs_key = load_public_key(installs.load_installs_public_key_pem(self.config))
+        return installs.verify_csv(key.name, body, signed, self._installs_key)
+
+    async def _csv_signature(self, key: CacheKey) -> bytes | None:
+        """The CSV's .signed companion, revalidated with it (None: upstream has none)."""
+        signed_key = _signed_key(key)
+        entry = self._memory.get(signed_key) or await self._load(signed_key)
+        if self.offline:
+            return entry.body if entry else None
+        try:
+            return (await self._join_flight(signed_key, entry).task).entry.body
+        except NotFound:
+            return None
+
+    async def expected_install_digest(self, key: CacheKey) -> tuple[str, bytes] | None:
+        """The sha512 the signed installs CSV gives for a Hex or rebar3 build."""
+        if key.kind is not Kind.INSTALL or key.is_mutable:
+            return None
+        ref = installs.parse_build(key.name)
+        if ref is None:
+            raise VerificationError(f"{key} is not a build any installs CSV lists; not caching it")
+        small = await self.get_small(install_key(ref.csv_name))
+        lines = small.entry.decoded if isinstance(small.entry.decoded, list) else []
+        sha512 = installs.sha512_for(lines, ref)
+        if sha512 is None:
+            raise NotFound(f"/installs/{ref.csv_name} does not list {key}")
+        return ("sha512", sha512)
 
     async def _load(self, key: CacheKey) -> Entry | None:
         """Bring a stored small object into memory, re-verifying it on the way."""
@@ -376,11 +413,12 @@ class Cache:
         if self.offline:
             raise _offline_miss(key)
         expected = await self.expected_checksum(key)
+        digest = await self.expected_install_digest(key)
         # Awaiting the registry may have let another request start (or finish) it.
         stored = await self.load_stored_file(key)
         if stored is not None:
             return stored
-        return self._downloads.get(key) or self._start_download(key, expected)
+        return self._downloads.get(key) or self._start_download(key, expected, digest)
 
     async def expected_checksum(self, key: CacheKey) -> bytes | None:
         """The signed outer checksum a tarball must match (None for unsigned kinds)."""
@@ -401,7 +439,9 @@ class Cache:
             )
         return release.outer_checksum
 
-    def _start_download(self, key: CacheKey, expected: bytes | None) -> Download:
+    def _start_download(
+        self, key: CacheKey, expected: bytes | None, digest: tuple[str, bytes] | None = None
+    ) -> Download:
         upstream = self.config.upstream
         download = Download(
             key,
@@ -411,6 +451,7 @@ class Cache:
             max_size=upstream.max_tarball_size,
             lock_timeout=upstream.total_timeout,
             on_verification_failure=lambda k, e: self._download_failed(k, e),
+            expected_digest=digest,
         )
         self._downloads[key] = download
         self.counters.upstream_fetches += 1
@@ -447,6 +488,10 @@ class Cache:
 def _package(entry: Entry) -> Package:
     assert isinstance(entry.decoded, Package)
     return entry.decoded
+
+
+def _signed_key(csv: CacheKey) -> CacheKey:
+    return CacheKey(Kind.INSTALL, csv.name + ".signed")
 
 
 def _offline_miss(key: CacheKey) -> NotCached:

@@ -54,11 +54,15 @@ class Download:
         max_size: int,
         lock_timeout: float,
         on_verification_failure: Callable[[CacheKey, HexproxyError], None] | None = None,
+        expected_digest: tuple[str, bytes] | None = None,
     ) -> None:
         self.key = key
         self.storage = storage
         self.upstream = upstream
         self.expected = expected_sha256
+        # A second digest to match, as (hashlib algorithm, digest): installer builds are
+        # named with a sha512 by their signed CSV, not a sha256.
+        self.expected_digest = expected_digest
         self.max_size = max_size
         self.lock_timeout = lock_timeout
         self.on_verification_failure = on_verification_failure
@@ -118,6 +122,7 @@ class Download:
 
     async def _fetch(self) -> None:
         digest = hashlib.sha256()
+        extra = hashlib.new(self.expected_digest[0]) if self.expected_digest else None
         async with self.upstream.open(self.key) as resp:
             declared = resp.content_length
             if declared is not None and declared > self.max_size:
@@ -135,6 +140,8 @@ class Download:
                             f"{self.key}: upstream body over the {self.max_size}-byte limit"
                         )
                     digest.update(chunk)
+                    if extra is not None:
+                        extra.update(chunk)
                     await self._append(fh, chunk)
                 if fh is not None and not self.spill:
                     await self._sync(fh)
@@ -143,6 +150,8 @@ class Download:
                     await fh.close()
         self.sha256 = digest.hexdigest()
         self._check(digest.digest())
+        if extra is not None:
+            self._check_extra(extra.name, extra.digest())
         await self._commit()
 
     async def _open_temp(self) -> Any:
@@ -186,6 +195,17 @@ class Download:
             error = ChecksumMismatch(
                 f"{self.key}: sha256 {digest.hex()} does not match the signed "
                 f"outer checksum {self.expected.hex()}"
+            )
+            if self.on_verification_failure:
+                self.on_verification_failure(self.key, error)
+            raise error
+
+    def _check_extra(self, algorithm: str, digest: bytes) -> None:
+        assert self.expected_digest is not None
+        if digest != self.expected_digest[1]:
+            error = ChecksumMismatch(
+                f"{self.key}: {algorithm} {digest.hex()} does not match the signed "
+                f"checksum {self.expected_digest[1].hex()}"
             )
             if self.on_verification_failure:
                 self.on_verification_failure(self.key, error)
