@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, commands
 from .config import Config, load_config
 from .errors import ConfigError
 
@@ -52,7 +52,7 @@ def _run_serve(args: argparse.Namespace, config: Config) -> int:
     return serve(config)
 
 
-REGISTRARS: list[Callable[[Any], None]] = [_register_serve]
+REGISTRARS: list[Callable[[Any], None]] = [_register_serve, commands.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
