@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, commands
+from .commands import cache as cache_command
 from .config import Config, load_config
 from .errors import ConfigError
 
@@ -53,6 +54,7 @@ def _run_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 REGISTRARS: list[Callable[[Any], None]] = [_register_serve, commands.register]
+REGISTRARS.append(cache_command.register)  # hexproxy cache ls|stats|verify|rm|prune
 
 
 def build_parser() -> argparse.ArgumentParser:
