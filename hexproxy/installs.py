@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -273,3 +275,14 @@ async def _warm_one(cache: Cache, tool: str, target: Target) -> list[str]:
         raise NotFound(str(exc)) from None
     await cache.fetch_file(install_key(relative))
     return [*paths, f"/installs/{relative}"]
+
+
+def print_installs(report: InstallsReport, *, as_json: bool) -> None:
+    """What ``hexproxy warm --installs`` prints: a count and each failure, or JSON."""
+    if as_json:
+        failures = [{"what": w, "reason": r} for w, r in report.failures]
+        print(json.dumps({"installs": {"fetched": report.fetched, "failures": failures}}))
+        return
+    print(f"installs: {len(report.fetched)} files cached and verified")
+    for what, reason in report.failures:
+        print(f"FAILED {what}: {reason}", file=sys.stderr)

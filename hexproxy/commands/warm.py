@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 from ..cache import Cache
 from ..config import Config
+from ..installs import InstallsReport, Target, print_installs, warm_installs
+from ..installs import parse_target as parse_installs_target
 from ..lockfiles import LockfileError, parse_lockfile
 from ..resolve import Spec, SpecError, parse_spec
 from ..warm import DEFAULT_JOBS, WarmInputs, WarmReport, describe, summary_lines, warm
@@ -69,6 +71,14 @@ def register(sub: Any) -> None:
         help=f"requests to run at once (default {DEFAULT_JOBS})",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--installs",
+        action="append",
+        default=[],
+        metavar="ELIXIR[/OTP]",
+        help="also cache what `mix local.hex` and `mix local.rebar` install on this Elixir "
+        "(and OTP release), e.g. 1.18.4 or 1.19.0/27 (repeatable)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -103,17 +113,29 @@ def usage_error(message: str) -> int:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     try:
-        inputs = load_inputs(args.lock, args.specs)
-    except InputError as exc:
+        targets = [parse_installs_target(text) for text in args.installs]
+        wants_packages = bool(args.lock or args.specs) or not targets
+        inputs = load_inputs(args.lock, args.specs) if wants_packages else None
+    except (InputError, ValueError) as exc:
         return usage_error(str(exc))
     if args.jobs < 1:
         return usage_error(f"--jobs must be at least 1, not {args.jobs}")
+    installs = asyncio.run(run_installs(config, targets)) if targets else InstallsReport()
+    if targets:
+        print_installs(installs, as_json=args.json)
+    if inputs is None:
+        return EXIT_FAILED if installs.failures else 0
     show = TtyProgress(sys.stderr) if sys.stderr.isatty() and not args.json else None
     report = asyncio.run(run_warm(config, inputs, args.jobs, args.all_versions, show))
     if show is not None:
         show.finish()
     print_report(report, as_json=args.json)
-    return EXIT_FAILED if report.failures else 0
+    return EXIT_FAILED if report.failures or installs.failures else 0
+
+
+async def run_installs(config: Config, targets: list[Target]) -> InstallsReport:
+    async with open_cache(config) as cache:
+        return await warm_installs(cache, targets)
 
 
 async def run_warm(

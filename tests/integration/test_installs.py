@@ -3,6 +3,7 @@ standing in for Elixir's, builds checked against the CSV's sha512, warm, then of
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from pathlib import Path
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from hexproxy.cli import main
 from hexproxy.installs import parse_target, warm_installs
 from hexproxy.registry import public_key_pem, sign
 from hexproxy.web.state import CACHE
@@ -217,3 +219,37 @@ async def test_warm_then_offline_serves_local_hex_and_local_rebar(
         assert await response.read() == upstream.repo.files[path.lstrip("/")]
     # Not warmed: a clean miss, not an error page from a dead upstream.
     assert (await offline.get("/installs/1.19.0/hex-2.3.0-otp-28.ez")).status == 404
+
+
+async def test_hexproxy_warm_installs_command(
+    upstream: Upstream,
+    installs_key_file: Path,
+    public_key_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    publish_builds_host(upstream)
+    config = tmp_path / "hexproxy.toml"
+    config.write_text(
+        f'[upstream]\nurl = "{upstream.url}"\nbuilds_url = "{upstream.url}"\n'
+        f'public_key = "{public_key_file}"\ninstalls_public_key = "{installs_key_file}"\n'
+        f'[cache]\ndir = "{tmp_path / "cache"}"\n'
+    )
+    argv = ["warm", "--config", str(config), "--installs", "1.18.4", "--installs", "1.19.0/28"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert "installs: 10 files cached and verified" in capsys.readouterr().out
+    root = tmp_path / "cache" / "installs"
+    assert (root / "1.19.0" / "rebar3-3.25.1-otp-28").read_bytes() == REBAR_28
+    assert (root / "1.15.0" / "hex-2.1.1.ez").read_bytes() == HEX_OLD_NEXT
+    # A target no CSV line serves is a failure, reported and exit 1.
+    argv = ["warm", "--config", str(config), "--installs", "1.12.0"]
+    assert await asyncio.to_thread(main, argv) == 1
+    assert "FAILED hex for Elixir 1.12.0" in capsys.readouterr().err
+
+
+def test_a_bad_installs_target_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["warm", "--installs", "1.19", "--cache-dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--installs '1.19'" in capsys.readouterr().err
