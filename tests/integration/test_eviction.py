@@ -1,0 +1,135 @@
+"""The server keeps its cache under max_size by evicting least recently used tarballs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from hexproxy import inventory
+from hexproxy.eviction import LOW_WATER, Evictor
+from hexproxy.web.ops import EVICTOR
+from tests.conftest import ProxyFactory, Upstream
+
+ORDER = ["beta-2.1.0", "gamma-0.1.0", "alpha-1.0.0", "beta-2.0.0", "alpha-1.1.0"]
+
+
+def tarball(cache: Path, release: str) -> Path:
+    return cache / "tarballs" / release.split("-")[0] / f"{release}.tar"
+
+
+async def get(proxy: TestClient[Any, Any], path: str) -> str:
+    response = await proxy.get(path)
+    await response.read()
+    assert response.status == 200, path
+    return response.headers.get("X-Cache", "")
+
+
+def evictor(proxy: TestClient[Any, Any]) -> Evictor:
+    return proxy.server.app[EVICTOR]
+
+
+async def fill_in_order(proxy: TestClient[Any, Any]) -> None:
+    """Store every tarball, then use them in ORDER (oldest use first)."""
+    for release in ORDER:
+        await get(proxy, f"/tarballs/{release}.tar")
+    for release in ORDER:
+        assert await get(proxy, f"/tarballs/{release}.tar") == "HIT"
+        await asyncio.sleep(0.01)
+
+
+def cached_size(cache: Path) -> int:
+    return inventory.total_size(inventory.scan(inventory.FileStorage(cache)))
+
+
+async def test_hits_are_recorded_as_last_access_on_flush(
+    proxy: TestClient[Any, Any], tmp_path: Path
+) -> None:
+    await get(proxy, "/tarballs/alpha-1.0.0.tar")
+    path = tarball(tmp_path / "cache", "alpha-1.0.0")
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    before_hit = time.time()
+    assert await get(proxy, "/tarballs/alpha-1.0.0.tar") == "HIT"
+    assert path.stat().st_mtime == old  # nothing written on the hit path itself
+    await evictor(proxy).flush()
+    assert path.stat().st_mtime >= before_hit - 0.01
+
+
+async def test_eviction_removes_least_recently_used_until_under_the_limit(
+    make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    # First fill without a limit to learn the sizes, then run with one.
+    sizer = await make_proxy()
+    await fill_in_order(sizer)
+    total = cached_size(cache)
+    sizes = {r: tarball(cache, r).stat().st_size for r in ORDER}
+    max_size = total - sizes[ORDER[0]] // 2  # over the limit by half the oldest tarball
+
+    proxy = await make_proxy(cache__max_size=max_size)
+    await evictor(proxy).stop()  # only the round below runs, so the order is deterministic
+    await fill_in_order(proxy)  # refetch anything the startup round took; use order is ORDER
+    removed = await evictor(proxy).run_once()
+
+    names = [item.key.path.rsplit("/", 1)[1].removesuffix(".tar") for item in removed]
+    target, expected, left = int(max_size * LOW_WATER), [], total
+    for release in ORDER:  # the same rule, by hand: oldest first, down to the low-water mark
+        if left <= target:
+            break
+        expected.append(release)
+        left -= sizes[release]
+    assert names == expected and len(names) >= 1
+    assert cached_size(cache) <= max_size * LOW_WATER
+    assert all(not tarball(cache, r).exists() for r in expected)
+    assert all(tarball(cache, r).exists() for r in ORDER[len(expected) :])
+    for name in ("alpha", "beta", "gamma"):  # registry files are never evicted
+        assert (cache / "registry" / "packages" / name).exists()
+
+
+async def test_evicted_tarballs_are_fetched_again(
+    make_proxy: ProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await make_proxy(cache__max_size=1)
+    await get(proxy, "/tarballs/alpha-1.0.0.tar")
+    await evictor(proxy).run_once()
+    assert await get(proxy, "/tarballs/alpha-1.0.0.tar") == "MISS"
+    assert upstream.repo.count("/tarballs/alpha-1.0.0.tar") == 2
+
+
+async def test_the_background_round_evicts_soon_after_misses(
+    make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    proxy = await make_proxy(cache__max_size=4096)
+    await asyncio.sleep(0.1)  # the first round measures the (empty) cache
+    for release in ORDER:
+        await get(proxy, f"/tarballs/{release}.tar")
+    for _ in range(100):
+        if evictor(proxy).evicted:
+            break
+        await asyncio.sleep(0.05)
+    assert evictor(proxy).evicted >= 1
+    assert cached_size(tmp_path / "cache") <= 4096
+
+
+async def test_no_eviction_while_upstream_is_unreachable(
+    make_proxy: ProxyFactory, upstream: Upstream, tmp_path: Path
+) -> None:
+    proxy = await make_proxy(cache__max_size=1, upstream__failure_threshold=1)
+    await get(proxy, "/tarballs/alpha-1.0.0.tar")
+    await upstream.stop()
+    assert (await proxy.get("/packages/beta")).status == 502  # the breaker opens
+    assert await evictor(proxy).run_once() == []
+    assert tarball(tmp_path / "cache", "alpha-1.0.0").exists()
+
+
+async def test_no_eviction_when_offline(make_proxy: ProxyFactory, tmp_path: Path) -> None:
+    filler = await make_proxy()
+    await get(filler, "/tarballs/alpha-1.0.0.tar")
+    proxy = await make_proxy(cache__max_size=1, upstream__offline=True)
+    assert await evictor(proxy).run_once() == []
+    assert await get(proxy, "/tarballs/alpha-1.0.0.tar") == "HIT"
