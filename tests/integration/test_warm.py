@@ -293,3 +293,20 @@ async def test_offline_miss_says_not_in_this_offline_cache(
         response = await client.get(path)
         assert response.status == 404
         assert "not in this offline cache" in response.headers["x-hex-message"]
+
+
+def test_terminal_progress_is_one_rewritten_line() -> None:
+    import io
+
+    from hexproxy.commands.warm import TtyProgress
+    from hexproxy.warm import WarmReport
+
+    stream = io.StringIO()
+    progress = TtyProgress(stream)
+    report = WarmReport(packages=3, releases=2, tarballs_fetched=1, bytes=3 * 1024 * 1024)
+    progress.update(report)
+    progress.update(report)  # within 0.1 s: not redrawn
+    progress.finish()
+    text = stream.getvalue()
+    assert "\n" not in text and text.count("\r\x1b[K") == 2
+    assert "3 packages, 2 releases, 1 tarballs fetched" in text and "3.0 MiB" in text
