@@ -264,7 +264,7 @@ class Cache:
         """Check what upstream signed; the bytes are stored only if this returns."""
         try:
             if installs.is_csv(key):
-                return self._verify_csv(key, body, await self._csv_signature(key))
+                return await self._verify_fetched_csv(key, body)
             if len(body) > 256 * 1024:
                 return await asyncio.to_thread(self.verify_bytes, key, body)
             return self.verify_bytes(key, body)
@@ -288,6 +288,13 @@ class Cache:
         if installs.is_csv(key):
             # A stored CSV is checked against the stored .signed it was accepted with.
             return self._verify_csv(key, body, self.storage.read(_signed_key(key)))
+        if installs.is_signature(key):
+            # A new .signed must match the CSV we hold; when upstream changed both, the
+            # CSV's own refresh brings the pair in together (_verify_fetched_csv).
+            csv_key = CacheKey(Kind.INSTALL, key.name.removesuffix(".signed"))
+            csv = self.storage.read(csv_key)
+            if csv is not None:
+                self._verify_csv(csv_key, csv, body)
         return None
 
     def _verify_csv(self, key: CacheKey, body: bytes, signed: bytes | None) -> object:
@@ -295,16 +302,26 @@ class Cache:
             self._installs_key = load_public_key(installs.load_installs_public_key_pem(self.config))
         return installs.verify_csv(key.name, body, signed, self._installs_key)
 
-    async def _csv_signature(self, key: CacheKey) -> bytes | None:
-        """The CSV's .signed companion, revalidated with it (None: upstream has none)."""
+    async def _verify_fetched_csv(self, key: CacheKey, body: bytes) -> object:
+        """Check a CSV fresh from upstream against a fresh .signed, and keep that .signed
+        only if it verifies: a forged pair must not replace the good one we serve."""
         signed_key = _signed_key(key)
-        entry = self._memory.get(signed_key) or await self._load(signed_key)
-        if self.offline:
-            return entry.body if entry else None
-        try:
-            return (await self._join_flight(signed_key, entry).task).entry.body
-        except NotFound:
-            return None
+        fetched = await self.upstream.fetch(signed_key, limit=64 * 1024)
+        if fetched.status not in (200, 404):
+            raise UpstreamUnavailable(f"{signed_key}: upstream answered {fetched.status}")
+        signed = fetched.body if fetched.status == 200 else None
+        decoded = self._verify_csv(key, body, signed)
+        held = self._memory.get(signed_key)
+        if signed is not None and (held is None or held.body != signed):
+            now = self.clock()
+            digest = hashlib.sha256(signed).hexdigest()
+            meta = Meta(digest, len(signed), now, now, fetched.etag, fetched.last_modified)
+            try:
+                await asyncio.to_thread(self.storage.put, signed_key, signed, meta)
+            except OSError as exc:
+                log.warning("cannot store %s (%s)", signed_key, exc.strerror)
+            self._remember(Entry(signed_key, signed, meta))
+        return decoded
 
     async def expected_install_digest(self, key: CacheKey) -> tuple[str, bytes] | None:
         """The sha512 the signed installs CSV gives for a Hex or rebar3 build."""
@@ -430,6 +447,8 @@ class Cache:
             # Published since we cached the package file: look once more.
             small = await self._join_flight(small.entry.key, small.entry).task
             release = _package(small.entry).release(key.version)
+        if release is None and self.offline:
+            raise NotCached(f"{key.name} {key.version} is not in this offline cache")
         if release is None:
             raise NotFound(f"{key.name} has no release {key.version}")
         if release.outer_checksum is None:

@@ -183,3 +183,15 @@ async def test_negative_cache_expires(make_proxy: ProxyFactory, upstream: Upstre
     for _ in range(2):
         assert (await proxy.get("/packages/nosuchpackage")).status == 404
     assert upstream.repo.count("/packages/nosuchpackage") == 2
+
+
+async def test_offline_release_missing_from_cached_package_says_offline(
+    make_proxy: ProxyFactory, upstream: Upstream
+) -> None:
+    online = await make_proxy()
+    await _warm(online)
+    await online.close()
+    offline = await make_proxy(upstream__offline=True)
+    response = await offline.get("/tarballs/alpha-9.9.9.tar")
+    assert response.status == 404
+    assert "offline cache" in response.headers["x-hex-message"]
