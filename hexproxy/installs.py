@@ -198,6 +198,11 @@ def is_csv(key: CacheKey) -> bool:
     return key.kind is Kind.INSTALL and key.name in CSV_NAMES
 
 
+def is_signature(key: CacheKey) -> bool:
+    name = key.name
+    return key.kind is Kind.INSTALL and name.endswith(".signed") and name[:-7] in CSV_NAMES
+
+
 def verify_csv(name: str, body: bytes, signed: bytes | None, key: RSAPublicKey) -> list[CsvLine]:
     """Check a CSV against its ``.signed`` companion (None: upstream has none)."""
     if signed is None:

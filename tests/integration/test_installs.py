@@ -135,6 +135,7 @@ async def test_a_badly_signed_csv_is_refused_and_the_good_copy_kept(
         upstream__installs_public_key=str(installs_key_file), cache__registry_ttl=0
     )
     good = await (await proxy.get("/installs/hex-1.x.csv")).read()
+    good_signature = upstream.repo.files["installs/hex-1.x.csv.signed"]
     # Upstream now serves a CSV pointing at another archive, signed by someone else.
     forged = f"6.6.6,{sha512(b'evil')},1.14.0\n".encode()
     upstream.repo.publish("installs/hex-1.x.csv", forged)
@@ -145,6 +146,15 @@ async def test_a_badly_signed_csv_is_refused_and_the_good_copy_kept(
     assert (response.status, response.headers["X-Cache"]) == (200, "STALE")
     assert await response.read() == good
     assert proxy.app[CACHE].counters.verification_failures >= 1
+    # The forged .signed did not replace the one that pairs with the CSV still served...
+    signed = await proxy.get("/installs/hex-1.x.csv.signed")
+    assert await signed.read() == good_signature
+    # ...nor on disk: after a restart, offline, the good pair is still there.
+    restarted = await make_proxy(
+        upstream__installs_public_key=str(installs_key_file), upstream__offline=True
+    )
+    assert await (await restarted.get("/installs/hex-1.x.csv")).read() == good
+    assert await (await restarted.get("/installs/hex-1.x.csv.signed")).read() == good_signature
     # And a fresh proxy with nothing cached refuses it outright.
     cold = await make_proxy(
         upstream__installs_public_key=str(installs_key_file),
@@ -253,3 +263,19 @@ def test_a_bad_installs_target_is_a_usage_error(
     argv = ["warm", "--installs", "1.19", "--cache-dir", str(tmp_path)]
     assert main(argv) == 2
     assert "--installs '1.19'" in capsys.readouterr().err
+
+
+async def test_a_genuine_new_release_replaces_csv_and_signature_together(
+    make_proxy: ProxyFactory, upstream: Upstream, installs_key_file: Path
+) -> None:
+    publish_builds_host(upstream)
+    proxy = await make_proxy(
+        upstream__installs_public_key=str(installs_key_file), cache__registry_ttl=0
+    )
+    await (await proxy.get("/installs/hex-1.x.csv")).read()
+    newer = upstream.repo.files["installs/hex-1.x.csv"] + f"2.2.0,{sha512(b'n')},1.16.0\n".encode()
+    publish_csv(upstream, "hex-1.x.csv", newer)
+    response = await proxy.get("/installs/hex-1.x.csv")
+    assert (response.headers["X-Cache"], await response.read()) == ("MISS", newer)
+    signed = await proxy.get("/installs/hex-1.x.csv.signed")
+    assert await signed.read() == upstream.repo.files["installs/hex-1.x.csv.signed"]
