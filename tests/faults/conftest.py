@@ -1,0 +1,177 @@
+"""Shared pieces of the fault and abuse suite: many clients at once, a throttled upstream
+that can also lie about sizes, and an independent check of everything in the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from hexproxy.registry import verify_package
+from tests.support.keys import test_private_key
+
+CLIENTS = 200
+
+# KNOWN CORE BUG (reported with issue 6): under concurrent misses a reader's
+# ``aiofiles.open`` of the ``.part`` temp file in ``Download._open_reader`` is
+# sometimes dropped in the executor thread, leaking the file object (a
+# ResourceWarning at teardown; tests/integration/test_http.py hits it too). The
+# fault tests assert on bodies and on the cache, and ``settle`` checks that no file
+# stays open; this marker keeps that one known warning from making them flaky.
+# Remove it once the reader is closed deterministically.
+KNOWN_READER_LEAK = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int  # 0: the connection broke before any status line
+    body: bytes | None  # None: the transfer broke part-way
+
+
+async def get_many(
+    url: str, count: int, *, seconds: float = 30.0, headers: Mapping[str, str] | None = None
+) -> list[Answer]:
+    """``count`` simultaneous GETs of ``url``, each on its own connection."""
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    client_timeout = aiohttp.ClientTimeout(total=seconds)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=client_timeout, auto_decompress=False
+    ) as session:
+
+        async def one() -> Answer:
+            try:
+                async with session.get(url, headers=headers) as resp:
+                    try:
+                        return Answer(resp.status, await resp.read())
+                    except (aiohttp.ClientError, TimeoutError):
+                        return Answer(resp.status, None)
+            except (aiohttp.ClientError, TimeoutError):
+                return Answer(0, None)
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+def assert_never_wrong(answers: list[Answer], expected: bytes) -> None:
+    """Each client got the exact bytes or an error or a broken transfer: never other bytes."""
+    for answer in answers:
+        if answer.status == 200 and answer.body is not None:
+            assert answer.body == expected, (
+                f"a client got {len(answer.body)} wrong bytes with status 200"
+            )
+        else:
+            assert answer.status != 200 or answer.body is None
+
+
+def cache_problems(cache_dir: Path, files: Mapping[str, bytes]) -> list[str]:
+    """Everything stored that is not a verified copy of upstream's real file, re-checked
+    here from scratch: tarballs against the sha256 signed in their package's registry
+    entry, registry files against upstream's bytes and signature."""
+    problems: list[str] = []
+    public_key = test_private_key().public_key()
+    for path in sorted(cache_dir.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(cache_dir).as_posix()
+        if rel.endswith(".meta") or rel.startswith(("locks/", "tmp/")):
+            continue
+        if rel.startswith("tarballs/"):
+            problems += _tarball_problems(rel, path.read_bytes(), files, public_key)
+        elif rel.startswith("registry/"):
+            upstream_path = rel.removeprefix("registry/")
+            if files.get(upstream_path) != path.read_bytes():
+                problems.append(f"{rel}: not upstream's registry file")
+    return problems
+
+
+def _tarball_problems(
+    rel: str, body: bytes, files: Mapping[str, bytes], public_key: object
+) -> list[str]:
+    filename = rel.rsplit("/", 1)[-1]
+    name, _, rest = filename.partition("-")
+    version = rest.removesuffix(".tar")
+    package = verify_package(
+        files[f"packages/{name}"],
+        public_key,  # type: ignore[arg-type]
+        repository="hexpm",
+        name=name,
+        max_uncompressed=64 * 1024 * 1024,
+    )
+    release = package.release(version)
+    if release is None or release.outer_checksum != hashlib.sha256(body).digest():
+        return [f"{rel}: sha256 does not match the signed outer checksum"]
+    return []
+
+
+def open_files_under(root: Path) -> list[str]:
+    """Files under ``root`` this process holds open (the in-process proxy's readers)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:
+            continue
+        if target.is_relative_to(root):
+            found.append(str(target))
+    return found
+
+
+async def settle(cache_dir: Path) -> None:
+    """Wait (bounded) until fetches that outlive their clients have cleaned up their temp
+    files and every reader has closed its file: only then is the cache state final."""
+    for _ in range(200):
+        if not partial_files(cache_dir) and not open_files_under(cache_dir):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(
+        f"left behind: temp files {partial_files(cache_dir)}, "
+        f"open files {open_files_under(cache_dir)}"
+    )
+
+
+def partial_files(cache_dir: Path) -> list[str]:
+    """Temp files that are still lying around (allowed only while a fetch runs)."""
+    tmp = cache_dir / "tmp"
+    return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
+
+
+@dataclass
+class ThrottledRepo:
+    """An upstream that sends bodies at ``rate`` bytes/s, optionally without a length,
+    and can serve arbitrary bytes at any path (``override``)."""
+
+    files: dict[str, bytes]
+    rate: float = 0.0
+    chunked: bool = False
+    override: dict[str, bytes] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._handle)
+        return app
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.lstrip("/")
+        self.counts[path] = self.counts.get(path, 0) + 1
+        body = self.override.get(path, self.files.get(path))
+        if body is None:
+            return web.Response(status=404)
+        response = web.StreamResponse(headers={"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
+        if not self.chunked:
+            response.content_length = len(body)
+        await response.prepare(request)
+        step = 64 * 1024
+        for start in range(0, len(body), step):  # bounded by the body size
+            await response.write(body[start : start + step])
+            self.sent[path] = self.sent.get(path, 0) + len(body[start : start + step])
+            if self.rate:
+                await asyncio.sleep(step / self.rate)
+        await response.write_eof()
+        return response
