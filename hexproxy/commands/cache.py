@@ -239,12 +239,14 @@ def _print_report(report: audit.Report, purged: bool) -> None:
     if not bad and not orphans:
         print("All entries verified.")
     elif bad and not purged:
-        print(f"{len(bad)} bad entries; `hexproxy cache verify --purge` removes them.")
+        print(f"{_count(len(bad), 'bad entry', 'bad entries')}; `--purge` removes them.")
     elif bad:
-        print(f"{sum(f.removed for f in bad)} bad entries removed; they are fetched again on use.")
+        removed = _count(sum(f.removed for f in bad), "bad entry", "bad entries")
+        print(f"{removed} removed; they are fetched again on use.")
     if orphans:
         print(
-            f"{len(orphans)} tarballs could not be checked (registry file missing or bad); "
+            f"{_count(len(orphans), 'tarball', 'tarballs')} could not be checked (registry file "
+            "missing or bad); "
             "the next request for the package fetches it, then verify again."
         )
 
@@ -325,6 +327,10 @@ def run_prune(args: argparse.Namespace, config: Config, storage: FileStorage) ->
 
 
 # ----- formatting -----
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _table(rows: Sequence[Sequence[str]]) -> None:

@@ -142,7 +142,7 @@ async def test_verify_finds_purges_and_the_proxy_refetches(
     code, out = run("verify")
     assert code == 1
     assert "BAD     tarballs/beta/beta-2.0.0.tar: sha256" in out
-    assert "2 bad entries; `hexproxy cache verify --purge` removes them." in out
+    assert "2 bad entries; `--purge` removes them." in out
 
     purged = run.json("verify", "--purge")
     assert purged["ok"] is True
