@@ -139,8 +139,12 @@ class Evictor:
 
     async def flush(self) -> None:
         accessed = self.access.take()
-        if accessed:
+        if not accessed:
+            return
+        try:
             await asyncio.to_thread(write_access_times, self.cache.storage.root, accessed)
+        except OSError as exc:  # a read-only or vanished cache dir: LRU order is only a hint
+            log.warning("cannot record access times (%s)", exc.strerror or exc)
 
     def may_evict(self) -> bool:
         """Only while upstream can give back what we remove."""
