@@ -234,7 +234,8 @@ class Cache:
         self._negative.pop(key, None)
         decoded = await self._verify(key, fetched.body)
         if entry is not None and entry.body == fetched.body:
-            return Small(await self._touch(entry, now), Status.REVALIDATED)
+            touched = await self._touch(entry, now, fetched.etag, fetched.last_modified)
+            return Small(touched, Status.REVALIDATED)
         new_meta = Meta(
             sha256=hashlib.sha256(fetched.body).hexdigest(),
             size=len(fetched.body),
@@ -251,10 +252,20 @@ class Cache:
         self._remember(fresh)
         return Small(fresh, Status.MISS)
 
-    async def _touch(self, entry: Entry, now: float) -> Entry:
-        touched = replace(entry, meta=entry.meta.revalidated(now))
+    async def _touch(
+        self, entry: Entry, now: float, etag: str | None = None, modified: str | None = None
+    ) -> Entry:
+        """Upstream confirmed what we hold: record when (and its new validators, if any)."""
+        meta = entry.meta.revalidated(now)
+        if etag or modified:
+            meta = replace(meta, upstream_etag=etag, upstream_last_modified=modified)
+        touched = replace(entry, meta=meta)
         try:
-            await asyncio.to_thread(self.storage.write_meta, entry.key, touched.meta)
+            if self.storage.stat(entry.key) is None:
+                # An operator removed the file while we held it in memory: store it again.
+                await asyncio.to_thread(self.storage.put, entry.key, entry.body, meta)
+            else:
+                await asyncio.to_thread(self.storage.write_meta, entry.key, meta)
         except OSError as exc:
             log.warning("cannot record revalidation of %s (%s)", entry.key, exc.strerror)
         self._remember(touched)

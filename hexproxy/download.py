@@ -26,7 +26,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +250,7 @@ class Download:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The object's bytes for one client, as they arrive; raises the fetch's error
         instead of yielding the last byte if the object turns out bad."""
         await self.started

@@ -6,6 +6,7 @@ upstream; the cache key (and so the file path) is built from validated parts onl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from email.utils import formatdate
 
@@ -108,8 +109,10 @@ async def _stream(request: web.Request, download: Download) -> web.StreamRespons
         response.content_length = download.size
     await response.prepare(request)
     try:
-        async for chunk in download.chunks():
-            await response.write(chunk)
+        # aclosing: a client that goes away must not leave the reader's file open.
+        async with contextlib.aclosing(download.chunks()) as chunks:
+            async for chunk in chunks:
+                await response.write(chunk)
     except HexproxyError as exc:
         # Headers are gone: the only honest signal left is a broken transfer.
         log.warning("aborted %s to the client: %s", download.key, exc.message)

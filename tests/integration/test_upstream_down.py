@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from hexproxy.keys import package_key
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import BlackHole
@@ -195,3 +196,15 @@ async def test_offline_release_missing_from_cached_package_says_offline(
     response = await offline.get("/tarballs/alpha-9.9.9.tar")
     assert response.status == 404
     assert "offline cache" in response.headers["x-hex-message"]
+
+
+async def test_revalidation_restores_a_file_removed_by_an_operator(
+    make_proxy: ProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await make_proxy(cache__registry_ttl=0)
+    body = await _warm(proxy)
+    stored = proxy.app[CACHE].storage.path(package_key("alpha"))
+    stored.unlink()  # what `hexproxy cache rm alpha` does while the server runs
+    response = await proxy.get("/packages/alpha")
+    assert response.headers["X-Cache"] == "REVALIDATED"
+    assert stored.read_bytes() == body
