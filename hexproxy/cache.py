@@ -169,6 +169,13 @@ class Cache:
             return await self._join_flight(key, None).task
         return await self._revalidate(key, entry)
 
+    def fresh_entry(self, key: CacheKey) -> Entry | None:
+        """What get_small would answer as a HIT right now without any I/O, if anything."""
+        entry = self._memory.get(key)
+        if entry is not None and (self.offline or self._is_fresh(entry)):
+            return entry
+        return None
+
     def _is_fresh(self, entry: Entry) -> bool:
         if not entry.key.is_mutable:
             return True

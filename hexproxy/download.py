@@ -254,13 +254,15 @@ class Download:
         """The object's bytes for one client, as they arrive; raises the fetch's error
         instead of yielding the last byte if the object turns out bad."""
         await self.started
-        fh = await self._open_reader()
+        # Opened here, in the loop: a cancelled open in a worker thread would leak the
+        # descriptor. Reads go to a thread with pread (no shared file position).
+        fd = await self._open_reader()
         pos = 0
         try:
             while True:
                 ready = self.written if (self.finished and self.error is None) else self.written - 1
                 if pos < ready:
-                    data = await self._read(fh, pos, min(ready - pos, CHUNK))
+                    data = await self._read(fd, pos, min(ready - pos, CHUNK))
                     pos += len(data)
                     yield data
                 elif self.finished:
@@ -270,13 +272,13 @@ class Download:
                 else:
                     await self._progress.wait()
         finally:
-            if fh is not None:
-                await fh.close()
+            if fd is not None:
+                os.close(fd)
 
-    async def _open_reader(self) -> aiofiles.threadpool.binary.AsyncBufferedReader | None:
+    async def _open_reader(self) -> int | None:
         for _ in range(3):  # the temp file may be renamed into place in between
             try:
-                return await aiofiles.open(self.path, "rb")
+                return os.open(self.path, os.O_RDONLY)
             except FileNotFoundError:
                 if self.finished and self.error is not None:
                     raise self.error from None
@@ -285,12 +287,9 @@ class Download:
                 await asyncio.sleep(0)
         raise HexproxyError(f"{self.key}: cached file vanished while serving")
 
-    async def _read(
-        self, fh: aiofiles.threadpool.binary.AsyncBufferedReader | None, pos: int, size: int
-    ) -> bytes:
-        if pos < self.disk_written and fh is not None:
-            await fh.seek(pos)
-            return await fh.read(min(size, self.disk_written - pos))
+    async def _read(self, fd: int | None, pos: int, size: int) -> bytes:
+        if pos < self.disk_written and fd is not None:
+            return await asyncio.to_thread(os.pread, fd, min(size, self.disk_written - pos), pos)
         start = pos - self.disk_written
         return bytes(self.spill[start : start + size])
 

@@ -14,13 +14,18 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from .config import Config
 from .storage import FileStorage
 from .web import create_app
-from .web.middleware import AccessLogger, JsonAccessLogger
+from .web.accesslog import AccessLog, logger_class
+from .web.fastpath import FastPath, FastPathProtocol
+from .web.ops import METRICS
+from .web.state import CACHE
 
 log = logging.getLogger("hexproxy")
 
@@ -30,8 +35,6 @@ class JsonFormatter(logging.Formatter):
         import json
 
         message = record.getMessage()
-        if record.name == "hexproxy.access":
-            return message  # already one JSON object
         return json.dumps(
             {
                 "time": self.formatTime(record),
@@ -70,25 +73,65 @@ def setup_logging(config: Config) -> None:
     root.setLevel(logging.INFO)
 
 
-async def run(config: Config, *, sweep_temp: bool = True, ready_fd: int | None = None) -> None:
-    """Serve until SIGTERM or SIGINT."""
+@dataclass
+class Running:
+    """A started proxy: aiohttp's runner behind the fast-path listener."""
+
+    runner: web.AppRunner
+    listener: asyncio.Server
+    connections: set[FastPathProtocol]
+    access_log: AccessLog | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.listener.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        self.listener.close()
+        for connection in list(self.connections):
+            if connection.inner is None and connection.transport is not None:
+                connection.transport.close()  # fast-path-only connections; aiohttp closes its own
+        await self.runner.cleanup()
+        if self.access_log is not None:
+            self.access_log.flush()
+
+
+async def start(config: Config, *, sweep_temp: bool = True) -> Running:
+    """Build the app and listen: connections reach the fast path first (web/fastpath.py),
+    which hands anything but a fresh registry hit to aiohttp."""
     app = create_app(config, sweep_temp=sweep_temp)
-    access_class = JsonAccessLogger if config.server.log_format == "json" else AccessLogger
-    runner = web.AppRunner(
-        app,
-        access_log=logging.getLogger("hexproxy.access") if config.server.access_log else None,
-        access_log_class=access_class,
-        handle_signals=False,
-    )
+    json_log = config.server.log_format == "json"
+    access_log = AccessLog(json_format=json_log) if config.server.access_log else None
+    logging_kwargs: dict[str, Any] = {"access_log": None}
+    if access_log is not None:
+        logging_kwargs = {
+            "access_log": logging.getLogger("hexproxy.access"),  # unused by our class
+            "access_log_class": logger_class(access_log),
+        }
+    runner = web.AppRunner(app, handle_signals=False, **logging_kwargs)
     await runner.setup()
-    site = web.TCPSite(
-        runner,
+    assert runner.server is not None
+    fast = FastPath(app[CACHE], config.cache.registry_ttl, access_log, app[METRICS].traffic)
+    connections: set[FastPathProtocol] = set()
+    make_inner = runner.server
+
+    def protocol() -> FastPathProtocol:
+        connection = FastPathProtocol(fast, make_inner, connections)
+        return connection
+
+    listener = await asyncio.get_running_loop().create_server(
+        protocol,
         config.server.host,
         config.server.port,
         reuse_port=config.server.workers > 1,
         backlog=1024,
     )
-    await site.start()
+    return Running(runner, listener, connections, access_log)
+
+
+async def run(config: Config, *, sweep_temp: bool = True) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    running = await start(config, sweep_temp=sweep_temp)
     log.info(
         "hexproxy (pid %d) serving http://%s (cache %s, upstream %s%s)",
         os.getpid(),
@@ -104,7 +147,7 @@ async def run(config: Config, *, sweep_temp: bool = True, ready_fd: int | None =
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await running.stop()
 
 
 def serve(config: Config) -> int:

@@ -1,0 +1,119 @@
+"""The access log: one line per request, written in batches.
+
+An access line is written for every request, and on the fast path the logging
+module's record objects, formatter and per-line flush cost more than answering
+the request (measured: ~13 µs of an ~18 µs hit). So lines are formatted here,
+in the same shape the log formatters give other lines, collected, and written
+to the stream together at most every ``FLUSH_EVERY`` seconds (or when many have
+piled up, and always at shutdown), as nginx does with its buffered log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import TextIO
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+FLUSH_EVERY = 0.2
+FLUSH_LINES = 512
+
+
+class AccessLog:
+    def __init__(self, stream: TextIO | None = None, *, json_format: bool = False) -> None:
+        self.stream = stream
+        self.json_format = json_format
+        self.lines: list[str] = []
+        self._flush_scheduled = False
+        self._second = -1
+        self._prefix = ""
+
+    def line(
+        self, remote: str | None, method: str, path: str, status: int, cache: str, size: int,
+        seconds: float, user_agent: str,
+    ) -> None:  # fmt: skip
+        if self.json_format:
+            text = json.dumps(
+                {
+                    "time": self._stamp(),
+                    "remote": remote,
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "cache": cache,
+                    "bytes": size,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "user_agent": user_agent,
+                }
+            )
+        else:
+            text = (
+                f'{self._prefix_now()}{remote} "{method} {path}" {status} {cache} {size}B '
+                f"{seconds * 1000:.1f}ms"
+            )
+        self.lines.append(text)
+        if len(self.lines) >= FLUSH_LINES:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._schedule()
+
+    def _stamp(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            self._prefix = f"{stamp} INFO hexproxy.access: "
+            self._stamp_text = stamp
+        return self._stamp_text
+
+    def _prefix_now(self) -> str:
+        self._stamp()
+        return self._prefix
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_later(FLUSH_EVERY, self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if not self.lines:
+            return
+        stream = self.stream or sys.stderr
+        text = "\n".join(self.lines) + "\n"
+        self.lines.clear()
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or full log stream must not take requests down
+
+
+def logger_class(sink: AccessLog) -> type[AbstractAccessLogger]:
+    """aiohttp builds its access logger from a class; this one writes to ``sink``."""
+
+    class SinkAccessLogger(AbstractAccessLogger):
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            size = response.content_length
+            if size is None:
+                size = response.body_length
+            sink.line(
+                request.remote,
+                request.method,
+                request.path,
+                response.status,
+                response.headers.get("X-Cache", "-"),
+                size,
+                time,
+                request.headers.get("User-Agent", ""),
+            )
+
+    return SinkAccessLogger

@@ -1,0 +1,182 @@
+"""The fast path answers fresh registry hits exactly as aiohttp would, and hands
+everything else, on the same connection, to aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hexproxy.config import Config
+from hexproxy.server import Running, start
+from hexproxy.web.ops import METRICS
+from tests.conftest import Upstream
+
+SAME = ("ETag", "Content-Length", "Content-Type", "Cache-Control", "Last-Modified")
+
+
+@pytest.fixture
+async def running(
+    proxy_config: Callable[..., Config], upstream: Upstream
+) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Running] = []
+
+    async def go(**overrides: Any) -> Running:
+        overrides.setdefault("server__listen", "127.0.0.1:0")
+        instance = await start(proxy_config(**overrides))
+        started.append(instance)
+        return instance
+
+    yield go
+    for instance in started:
+        await instance.stop()
+
+
+async def test_hit_matches_the_aiohttp_answer(running: Any, upstream: Upstream) -> None:
+    proxy = await running()
+    url = f"http://127.0.0.1:{proxy.port}/packages/alpha"
+    # One connection per request: a connection that aiohttp answered once stays with it.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get(url) as miss:
+            miss_body = await miss.read()
+            assert miss.headers["X-Cache"] == "MISS"
+            assert "aiohttp" in miss.headers["Server"]
+        async with session.get(url) as hit:
+            assert hit.status == 200
+            assert hit.headers["Server"] == "hexproxy"  # answered by the fast path
+            assert hit.headers["X-Cache"] == "HIT"
+            assert await hit.read() == miss_body == upstream.repo.files["packages/alpha"]
+            assert "Content-Encoding" not in hit.headers
+            assert "Date" in hit.headers
+            for name in SAME:
+                assert hit.headers[name] == miss.headers[name], name
+        async with session.head(url) as head:
+            assert head.headers["Server"] == "hexproxy"
+            assert head.headers["Content-Length"] == str(len(miss_body))
+            assert await head.read() == b""
+        etag = miss.headers["ETag"]
+        for header, status in ((etag, 304), (f'"x", W/{etag}', 304), ("*", 304), ("", 200)):
+            async with session.get(url, headers={"If-None-Match": header}) as conditional:
+                assert conditional.status == status, header
+                assert conditional.headers["ETag"] == etag
+    assert upstream.repo.count("/packages/alpha") == 1
+
+
+async def raw(port: int, payload: bytes, expect: int) -> list[bytes]:
+    """Send bytes on one connection, read ``expect`` responses (split on their heads)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    answers = []
+    try:
+        for _ in range(expect):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = await asyncio.wait_for(reader.readexactly(length), 10) if length else b""
+            answers.append(head + body)
+    finally:
+        writer.close()
+    return answers
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+async def test_pipelined_requests_keep_their_order_across_the_handover(
+    running: Any, upstream: Upstream
+) -> None:
+    proxy = await running()
+    await raw(proxy.port, get("/packages/alpha") + get("/packages/beta"), 2)  # warm both
+    tarball = upstream.repo.files["tarballs/beta-2.0.0.tar"]
+    payload = get("/packages/alpha") + get("/tarballs/beta-2.0.0.tar") + get("/packages/beta")
+    answers = await raw(proxy.port, payload, 3)
+    assert answers[0].endswith(upstream.repo.files["packages/alpha"])
+    assert b"Server: hexproxy" in answers[0]
+    assert answers[1].endswith(tarball)
+    assert answers[2].endswith(upstream.repo.files["packages/beta"])
+    assert b"Server: hexproxy" not in answers[2]  # the connection now belongs to aiohttp
+
+
+async def test_what_the_fast_path_leaves_to_aiohttp(running: Any, upstream: Upstream) -> None:
+    proxy = await running()
+    await raw(proxy.port, get("/packages/alpha"), 1)
+    cases = {
+        "HTTP/1.0": b"GET /packages/alpha HTTP/1.0\r\nHost: x\r\n\r\n",
+        "query": get("/packages/alpha?x=1"),
+        "POST": b"POST /packages/alpha HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        "malformed header": b"GET /packages/alpha HTTP/1.1\r\nno colon here\r\n\r\n",
+        "uncached": get("/packages/gamma"),
+    }
+    for what, payload in cases.items():
+        (answer,) = await raw(proxy.port, payload, 1)
+        assert b"Server: hexproxy" not in answer.split(b"\r\n\r\n")[0], what
+
+
+async def test_stale_entries_go_through_the_policy(running: Any, upstream: Upstream) -> None:
+    proxy = await running(cache__registry_ttl=0)
+    answers = await raw(proxy.port, get("/packages/alpha") + get("/packages/alpha"), 2)
+    assert b"X-Cache: MISS" in answers[0]
+    assert b"X-Cache: REVALIDATED" in answers[1]
+    assert upstream.repo.count("/packages/alpha") == 2
+
+
+async def test_connection_close_is_honoured(running: Any) -> None:
+    proxy = await running()
+    await raw(proxy.port, get("/packages/alpha"), 1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(get("/packages/alpha", "Connection: close\r\n"))
+    data = await asyncio.wait_for(reader.read(), 10)  # returns at EOF: the server closed
+    writer.close()
+    assert b"Server: hexproxy" in data and b"Connection: close" in data
+
+
+async def test_fast_hits_are_logged_and_counted(running: Any) -> None:
+    proxy = await running()
+    assert proxy.access_log is not None
+    proxy.access_log.stream = io.StringIO()
+    await raw(proxy.port, get("/packages/alpha"), 1)
+    await raw(proxy.port, get("/packages/alpha") * 3, 3)
+    proxy.access_log.flush()
+    lines = proxy.access_log.stream.getvalue().splitlines()
+    assert len(lines) == 4
+    assert '"GET /packages/alpha" 200 MISS' in lines[0]  # aiohttp's line, same shape
+    assert all('"GET /packages/alpha" 200 HIT' in line for line in lines[1:])
+    assert all(" INFO hexproxy.access: 127.0.0.1 " in line for line in lines)
+    requests = proxy.runner.app[METRICS].traffic.requests
+    assert requests[("/packages/{name}", 200, "HIT")] == 3
+    assert requests[("/packages/{name}", 200, "MISS")] == 1
+
+
+async def test_json_access_log(running: Any) -> None:
+    proxy = await running(server__log_format="json")
+    assert proxy.access_log is not None
+    proxy.access_log.stream = io.StringIO()
+    await raw(proxy.port, get("/packages/alpha") + get("/packages/alpha"), 2)
+    proxy.access_log.flush()
+    records = [json.loads(line) for line in proxy.access_log.stream.getvalue().splitlines()]
+    assert [r["cache"] for r in records] == ["MISS", "HIT"]
+    assert {r["path"] for r in records} == {"/packages/alpha"}
+    assert all(r["status"] == 200 and r["bytes"] > 0 for r in records)
+
+
+async def test_a_client_that_never_reads_does_not_grow_memory(running: Any) -> None:
+    proxy = await running()
+    await raw(proxy.port, get("/packages/alpha"), 1)
+    _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(get("/packages/alpha") * 20000)  # never read the answers
+    await asyncio.sleep(0.5)
+    (connection,) = [c for c in proxy.connections if c.transport is not None]
+    buffered = connection.transport.get_write_buffer_size()
+    assert connection.paused
+    assert buffered < 4 * 1024 * 1024
+    writer.close()
