@@ -404,6 +404,10 @@ class Cache:
 
     # ----- immutable objects: tarballs, docs, installer builds -----
 
+    def known_file(self, key: CacheKey) -> StoredFile | None:
+        """What this process last knew of a stored file (no I/O; the caller checks it)."""
+        return self._files.get(key)
+
     def stored_file(self, key: CacheKey) -> StoredFile | None:
         """The stored copy, if there is one (a stat per call: another process may prune)."""
         known = self._files.get(key)

@@ -24,7 +24,7 @@ from .storage import FileStorage
 from .web import create_app
 from .web.accesslog import AccessLog, logger_class
 from .web.fastpath import FastPath, FastPathProtocol
-from .web.ops import METRICS
+from .web.ops import EVICTOR, METRICS
 from .web.state import CACHE
 
 log = logging.getLogger("hexproxy")
@@ -111,7 +111,13 @@ async def start(config: Config, *, sweep_temp: bool = True) -> Running:
     runner = web.AppRunner(app, handle_signals=False, **logging_kwargs)
     await runner.setup()
     assert runner.server is not None
-    fast = FastPath(app[CACHE], config.cache.registry_ttl, access_log, app[METRICS].traffic)
+    fast = FastPath(
+        app[CACHE],
+        config.cache.registry_ttl,
+        access_log,
+        app[METRICS].traffic,
+        touch=app[EVICTOR].access.touch,
+    )
     connections: set[FastPathProtocol] = set()
     make_inner = runner.server
 

@@ -4,8 +4,10 @@ A CI fleet asks for the same ``/packages/NAME`` files over and over, and each is
 a few hundred bytes already held in memory. aiohttp's request machinery costs
 several times what it takes to send them, so each connection starts here: a
 plain GET or HEAD for a registry file that is in memory and fresh is answered
-with a response assembled from pre-encoded parts. Anything else (a miss, a
-stale entry, a tarball, a body, HTTP/1.0, a malformed or unusual request) hands
+with a response assembled from pre-encoded parts, and a tarball this process
+already knows is stored is sent with sendfile(2) behind pre-encoded headers.
+Anything else (a miss, a stale entry, a body, HTTP/1.0, a malformed or unusual
+request) hands
 the connection, with every byte received so far, to aiohttp for good — so the
 two never interleave answers on one connection, and all the policy (revalidation,
 stale, errors) stays in one place.
@@ -17,16 +19,18 @@ Answers carry the same headers, access-log line and metrics as aiohttp's.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, cast
 
-from ..cache import Cache, Entry, Status
-from ..keys import NAMES, VERSIONS, CacheKey, Kind
-from ..registry import is_valid_name
+from ..cache import Cache, Entry, Status, StoredFile
+from ..errors import InvalidRequest
+from ..keys import NAMES, VERSIONS, CacheKey, Kind, tarball_key
+from ..registry import is_valid_name, parse_tarball_filename
 from .accesslog import AccessLog
-from .responses import small_headers
+from .responses import file_headers, small_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,14 +40,19 @@ if TYPE_CHECKING:
 MAX_HEAD = 8192  # a longer request head goes to aiohttp, which enforces its own limits
 _OK = b"HTTP/1.1 200 OK\r\n"
 _NOT_MODIFIED = b"HTTP/1.1 304 Not Modified\r\n"
-_ROUTES = {Kind.NAMES: "/names", Kind.VERSIONS: "/versions", Kind.PACKAGE: "/packages/{name}"}
+_ROUTES = {
+    Kind.NAMES: "/names",
+    Kind.VERSIONS: "/versions",
+    Kind.PACKAGE: "/packages/{name}",
+    Kind.TARBALL: "/tarballs/{filename}",
+}
 
 
 @dataclass(slots=True)
 class Prepared:
     """One entry's answer, encoded once: only Date and Connection vary per request."""
 
-    entry: Entry
+    entry: Entry | StoredFile
     headers: bytes  # "Name: value\r\n" lines, without Date
     not_modified_headers: bytes
     etag: str
@@ -59,8 +68,10 @@ class FastPath:
         ttl: float,
         access_log: AccessLog | None,
         traffic: Traffic | None,
+        touch: Callable[[str], None] | None = None,
     ) -> None:
         self.cache = cache
+        self.touch = touch  # records the access time eviction orders by
         self.ttl = ttl
         self.access_log = access_log
         self.traffic = traffic
@@ -76,16 +87,21 @@ class FastPath:
         return self._date
 
     def lookup(self, target: bytes) -> Prepared | None:
-        """The prepared answer for a fresh in-memory entry, else None (aiohttp decides)."""
+        """The prepared answer for a fresh in-memory entry or a known stored tarball,
+        else None (aiohttp decides)."""
         prepared = self._prepared.get(target)
         key = prepared.entry.key if prepared is not None else _key_for(target)
         if key is None:
             return None
-        entry = self.cache.fresh_entry(key)
-        if entry is None:
+        found: Entry | StoredFile | None
+        if key.kind is Kind.TARBALL:
+            found = self.cache.known_file(key)
+        else:
+            found = self.cache.fresh_entry(key)
+        if found is None:
             return None
-        if prepared is None or prepared.entry is not entry:
-            prepared = _prepare(entry, self.ttl)
+        if prepared is None or prepared.entry is not found:
+            prepared = _prepare(found, self.ttl)
             if len(self._prepared) > 100_000:
                 self._prepared.clear()  # bounded; rebuilt on demand
             self._prepared[target] = prepared
@@ -101,8 +117,10 @@ class FastPath:
             traffic.requests[(prepared.route, status, "HIT")] += 1
             if method == "GET" and status == 200:
                 traffic.bytes[prepared.route] += size
-            if prepared.entry.key.kind is Kind.PACKAGE:
+            if prepared.entry.key.kind in (Kind.PACKAGE, Kind.TARBALL):
                 traffic.packages[prepared.entry.key.name] += 1
+        if self.touch is not None and prepared.entry.key.kind is Kind.TARBALL:
+            self.touch(path)
         if self.access_log is not None:
             seconds = time.perf_counter() - started
             self.access_log.line(remote, method, path, status, "HIT", size, seconds, user_agent)
@@ -113,26 +131,36 @@ def _key_for(target: bytes) -> CacheKey | None:
         return NAMES
     if target == b"/versions":
         return VERSIONS
-    if target.startswith(b"/packages/"):
-        name = target[10:].decode("ascii", "replace")
-        if is_valid_name(name):
-            return CacheKey(Kind.PACKAGE, name)
+    text = target.decode("ascii", "replace")
+    if text.startswith("/packages/"):
+        name = text[10:]
+        return CacheKey(Kind.PACKAGE, name) if is_valid_name(name) else None
+    if text.startswith("/tarballs/"):
+        try:
+            return tarball_key(*parse_tarball_filename(text[10:]))
+        except InvalidRequest:
+            return None
     return None
 
 
-def _prepare(entry: Entry, ttl: float) -> Prepared:
-    headers = small_headers(entry, Status.HIT, ttl)
+def _prepare(found: Entry | StoredFile, ttl: float) -> Prepared:
+    if isinstance(found, StoredFile):
+        headers = file_headers(found, Status.HIT)
+        size = found.size
+    else:
+        headers = small_headers(found, Status.HIT, ttl)
+        size = len(found.body)
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    extra = f"Content-Length: {len(entry.body)}\r\nServer: hexproxy\r\n"
+    extra = f"Content-Length: {size}\r\nServer: hexproxy\r\n"
     not_modified = "".join(
         f"{k}: {v}\r\n" for k, v in headers.items() if k in ("ETag", "Cache-Control", "X-Cache")
     )
     return Prepared(
-        entry=entry,
+        entry=found,
         headers=(lines + extra).encode("latin-1"),
         not_modified_headers=(not_modified + "Server: hexproxy\r\n").encode("latin-1"),
-        etag=entry.etag,
-        route=_ROUTES[entry.key.kind],
+        etag=found.etag,
+        route=_ROUTES[found.key.kind],
     )
 
 
@@ -160,6 +188,8 @@ class FastPathProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.paused = False
+        self.busy = False  # a sendfile is under way; later requests wait in the buffer
+        self.sending: asyncio.Task[None] | None = None
         self.reading_paused = False
         self.remote = "-"
 
@@ -179,7 +209,9 @@ class FastPathProtocol(asyncio.Protocol):
         self._serve()
 
     def _serve(self) -> None:
-        while not self.paused and self.inner is None and self.transport is not None:
+        while (
+            not self.paused and not self.busy and self.inner is None and self.transport is not None
+        ):
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self.buffer) > MAX_HEAD:
@@ -191,7 +223,7 @@ class FastPathProtocol(asyncio.Protocol):
             self.buffer = self.buffer[end + 4 :]
 
     def _answer(self, head: bytes) -> bool:
-        """Send the answer for one request head; False if aiohttp must take it."""
+        """Answer one request head; False if aiohttp must take it."""
         started = time.perf_counter()
         lines = head.split(b"\r\n")
         parts = lines[0].split(b" ")
@@ -200,45 +232,63 @@ class FastPathProtocol(asyncio.Protocol):
         prepared = self.fast.lookup(parts[1])
         if prepared is None:
             return False
-        if_none_match = b""
-        close = False
-        user_agent = b""
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or name != name.strip():
-                return False  # malformed: let aiohttp answer 400
-            lower = name.lower()
-            if lower in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
-                if lower != b"content-length" or value.strip() != b"0":
-                    return False
-            elif lower == b"if-none-match":
-                if_none_match = value.strip()
-            elif lower == b"connection":
-                close = b"close" in value.lower()
-            elif lower == b"user-agent":
-                user_agent = value.strip()
-        self._send(parts[0], prepared, if_none_match, close)
-        body = len(prepared.entry.body)
-        status = 304 if if_none_match and _matches(if_none_match, prepared.etag) else 200
-        self.fast.record(
-            self.remote, parts[0].decode(), parts[1].decode("latin-1"), status,
-            body if status == 200 else 0, started, user_agent.decode("latin-1"), prepared,
-        )  # fmt: skip
-        return True
-
-    def _send(self, method: bytes, prepared: Prepared, if_none_match: bytes, close: bool) -> None:
-        assert self.transport is not None
+        fields = _fields(lines[1:])
+        if fields is None:
+            return False
+        if_none_match, close, user_agent = fields
+        not_modified = bool(if_none_match) and _matches(if_none_match, prepared.etag)
+        sendfile = isinstance(prepared.entry, StoredFile) and parts[0] == b"GET"
+        fd = -1
+        if sendfile and not not_modified:
+            fd = self._open(prepared.entry)  # type: ignore[arg-type]
+            if fd < 0:
+                return False  # pruned or replaced: aiohttp re-reads the cache
         tail = b"Connection: close\r\n\r\n" if close else b"\r\n"
-        if if_none_match and _matches(if_none_match, prepared.etag):
+        if not_modified:
             out = _NOT_MODIFIED + prepared.not_modified_headers + self.fast.date() + tail
         else:
             out = _OK + prepared.headers + self.fast.date() + tail
-            if method == b"GET":
+            if parts[0] == b"GET" and isinstance(prepared.entry, Entry):
                 out += prepared.entry.body
+        assert self.transport is not None
         self.transport.write(out)
-        if close:
-            self.transport.close()
-            self.transport = None
+        status = 304 if not_modified else 200
+        size = 0 if not_modified else _size(prepared)
+        done = _Done(self, parts, status, size, started, user_agent, prepared, close)
+        if fd >= 0:
+            self.busy = True
+            task = asyncio.get_running_loop().create_task(self._sendfile(fd, size, done))
+            self.sending = task
+        else:
+            done.finish()
+        return True
+
+    @staticmethod
+    def _open(stored: StoredFile) -> int:
+        try:
+            fd = os.open(stored.path, os.O_RDONLY)
+        except OSError:
+            return -1
+        if os.fstat(fd).st_size != stored.size:
+            os.close(fd)
+            return -1
+        return fd
+
+    async def _sendfile(self, fd: int, size: int, done: _Done) -> None:
+        try:
+            with open(fd, "rb", closefd=True) as file:  # noqa: ASYNC230 (wraps an open fd)
+                if self.transport is None:
+                    return
+                await asyncio.get_running_loop().sendfile(self.transport, file, 0, size)
+        except (OSError, RuntimeError):
+            if self.transport is not None:
+                self.transport.abort()  # the client got a short body: a broken transfer
+            return
+        finally:
+            self.busy = False
+            self.sending = None
+        done.finish()
+        self._serve()
 
     def _hand_over(self) -> None:
         """From now on aiohttp owns this connection, starting with what is buffered."""
@@ -281,3 +331,57 @@ class FastPathProtocol(asyncio.Protocol):
             self.inner.resume_writing()
         else:
             self._serve()
+
+
+class _Done:
+    """What to do once an answer has been sent: log it, count it, close if asked."""
+
+    def __init__(
+        self, protocol: FastPathProtocol, parts: list[bytes], status: int, size: int,
+        started: float, user_agent: bytes, prepared: Prepared, close: bool,
+    ) -> None:  # fmt: skip
+        self.protocol, self.parts, self.status, self.size = protocol, parts, status, size
+        self.started, self.user_agent, self.prepared, self.close = (
+            started,
+            user_agent,
+            prepared,
+            close,
+        )
+
+    def finish(self) -> None:
+        protocol = self.protocol
+        protocol.fast.record(
+            protocol.remote, self.parts[0].decode(), self.parts[1].decode("latin-1"),
+            self.status, self.size if self.parts[0] == b"GET" else 0, self.started,
+            self.user_agent.decode("latin-1"), self.prepared,
+        )  # fmt: skip
+        if self.close and protocol.transport is not None:
+            protocol.transport.close()
+            protocol.transport = None
+
+
+def _fields(lines: list[bytes]) -> tuple[bytes, bool, bytes] | None:
+    """If-None-Match, Connection: close and User-Agent; None if aiohttp must judge."""
+    if_none_match = b""
+    close = False
+    user_agent = b""
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        if not sep or name != name.strip():
+            return None  # malformed: let aiohttp answer 400
+        lower = name.lower()
+        if lower in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
+            if lower != b"content-length" or value.strip() != b"0":
+                return None
+        elif lower == b"if-none-match":
+            if_none_match = value.strip()
+        elif lower == b"connection":
+            close = b"close" in value.lower()
+        elif lower == b"user-agent":
+            user_agent = value.strip()
+    return if_none_match, close, user_agent
+
+
+def _size(prepared: Prepared) -> int:
+    entry = prepared.entry
+    return entry.size if isinstance(entry, StoredFile) else len(entry.body)

@@ -13,8 +13,10 @@ import aiohttp
 import pytest
 
 from hexproxy.config import Config
+from hexproxy.keys import tarball_key
 from hexproxy.server import Running, start
-from hexproxy.web.ops import METRICS
+from hexproxy.web.ops import EVICTOR, METRICS
+from hexproxy.web.state import CACHE
 from tests.conftest import Upstream
 
 SAME = ("ETag", "Content-Length", "Content-Type", "Cache-Control", "Last-Modified")
@@ -180,3 +182,47 @@ async def test_a_client_that_never_reads_does_not_grow_memory(running: Any) -> N
     assert connection.paused
     assert buffered < 4 * 1024 * 1024
     writer.close()
+
+
+async def test_known_tarballs_are_sent_by_the_fast_path(running: Any, upstream: Upstream) -> None:
+    proxy = await running()
+    expected = upstream.repo.files["tarballs/gamma-0.1.0.tar"]
+    (miss,) = await raw(proxy.port, get("/tarballs/gamma-0.1.0.tar"), 1)
+    assert miss.endswith(expected) and b"X-Cache: MISS" in miss
+    (first_hit,) = await raw(proxy.port, get("/tarballs/gamma-0.1.0.tar"), 1)
+    assert b"Server: hexproxy" not in first_hit  # aiohttp reads the sidecar once
+    # Pipelined: two sendfile answers then a registry hit, in order, on one connection.
+    payload = get("/tarballs/gamma-0.1.0.tar") * 2 + get("/packages/gamma")
+    answers = await raw(proxy.port, payload, 3)
+    assert all(b"Server: hexproxy" in a for a in answers)
+    assert answers[0].endswith(expected) and answers[1].endswith(expected)
+    assert answers[2].endswith(upstream.repo.files["packages/gamma"])
+    etag = first_hit.split(b"ETag: ")[1].split(b"\r\n")[0].decode()
+    (not_modified,) = await raw(
+        proxy.port, get("/tarballs/gamma-0.1.0.tar", f"If-None-Match: {etag}\r\n"), 1
+    )
+    assert not_modified.startswith(b"HTTP/1.1 304")
+    assert upstream.repo.count("/tarballs/gamma-0.1.0.tar") == 1
+
+
+async def test_a_pruned_tarball_goes_back_to_the_policy(running: Any, upstream: Upstream) -> None:
+    proxy = await running()
+    for _ in range(2):
+        await raw(proxy.port, get("/tarballs/gamma-0.1.0.tar"), 1)
+    cache = proxy.runner.app[CACHE]
+    cache.storage.path(tarball_key("gamma", "0.1.0")).unlink()  # `cache prune` meanwhile
+    (answer,) = await raw(proxy.port, get("/tarballs/gamma-0.1.0.tar"), 1)
+    assert answer.endswith(upstream.repo.files["tarballs/gamma-0.1.0.tar"])
+    assert b"X-Cache: MISS" in answer
+    assert upstream.repo.count("/tarballs/gamma-0.1.0.tar") == 2
+
+
+async def test_fast_tarball_hits_count_for_eviction_order(running: Any) -> None:
+    proxy = await running()
+    for _ in range(2):
+        await raw(proxy.port, get("/tarballs/gamma-0.1.0.tar"), 1)
+    recorder = proxy.runner.app[EVICTOR].access
+    recorder.take()
+    (answer,) = await raw(proxy.port, get("/tarballs/gamma-0.1.0.tar"), 1)
+    assert b"Server: hexproxy" in answer
+    assert set(recorder.pending) == {"/tarballs/gamma-0.1.0.tar"}
