@@ -172,9 +172,18 @@ class Cache:
     def fresh_entry(self, key: CacheKey) -> Entry | None:
         """What get_small would answer as a HIT right now without any I/O, if anything."""
         entry = self._memory.get(key)
-        if entry is not None and (self.offline or self._is_fresh(entry)):
+        if entry is not None and self.clock() < self.fresh_until(entry):
             return entry
         return None
+
+    def memory_entry(self, key: CacheKey) -> Entry | None:
+        return self._memory.get(key)
+
+    def fresh_until(self, entry: Entry) -> float:
+        """When ``entry`` stops being a HIT (revalidation, or a stale answer, is due)."""
+        if self.offline or not entry.key.is_mutable:
+            return float("inf")
+        return entry.meta.validated_at + self.config.cache.registry_ttl
 
     def _is_fresh(self, entry: Entry) -> bool:
         if not entry.key.is_mutable:

@@ -53,6 +53,10 @@ class Prepared:
     """One entry's answer, encoded once: only Date and Connection vary per request."""
 
     entry: Entry | StoredFile
+    key: CacheKey
+    fresh_until: float
+    tarball: bool
+    package: str | None  # for the most-requested-packages metric
     headers: bytes  # "Name: value\r\n" lines, without Date
     not_modified_headers: bytes
     etag: str
@@ -90,7 +94,9 @@ class FastPath:
         """The prepared answer for a fresh in-memory entry or a known stored tarball,
         else None (aiohttp decides)."""
         prepared = self._prepared.get(target)
-        key = prepared.entry.key if prepared is not None else _key_for(target)
+        if prepared is not None and self._still_good(prepared):
+            return prepared
+        key = prepared.key if prepared is not None else _key_for(target)
         if key is None:
             return None
         found: Entry | StoredFile | None
@@ -100,12 +106,21 @@ class FastPath:
             found = self.cache.fresh_entry(key)
         if found is None:
             return None
-        if prepared is None or prepared.entry is not found:
-            prepared = _prepare(found, self.ttl)
-            if len(self._prepared) > 100_000:
-                self._prepared.clear()  # bounded; rebuilt on demand
-            self._prepared[target] = prepared
+        until = float("inf") if isinstance(found, StoredFile) else self.cache.fresh_until(found)
+        prepared = _prepare(found, self.ttl, until)
+        if len(self._prepared) > 100_000:
+            self._prepared.clear()  # bounded; rebuilt on demand
+        self._prepared[target] = prepared
         return prepared
+
+    def _still_good(self, prepared: Prepared) -> bool:
+        """Is this still what the cache holds, and (for registry files) still fresh?"""
+        if prepared.tarball:
+            return self.cache.known_file(prepared.key) is prepared.entry
+        return (
+            time.time() < prepared.fresh_until
+            and self.cache.memory_entry(prepared.key) is prepared.entry
+        )
 
     def record(
         self, remote: str, method: str, path: str, status: int, size: int, started: float,
@@ -117,9 +132,9 @@ class FastPath:
             traffic.requests[(prepared.route, status, "HIT")] += 1
             if method == "GET" and status == 200:
                 traffic.bytes[prepared.route] += size
-            if prepared.entry.key.kind in (Kind.PACKAGE, Kind.TARBALL):
-                traffic.packages[prepared.entry.key.name] += 1
-        if self.touch is not None and prepared.entry.key.kind is Kind.TARBALL:
+            if prepared.package is not None:
+                traffic.packages[prepared.package] += 1
+        if prepared.tarball and self.touch is not None:
             self.touch(path)
         if self.access_log is not None:
             seconds = time.perf_counter() - started
@@ -143,7 +158,7 @@ def _key_for(target: bytes) -> CacheKey | None:
     return None
 
 
-def _prepare(found: Entry | StoredFile, ttl: float) -> Prepared:
+def _prepare(found: Entry | StoredFile, ttl: float, fresh_until: float) -> Prepared:
     if isinstance(found, StoredFile):
         headers = file_headers(found, Status.HIT)
         size = found.size
@@ -155,8 +170,13 @@ def _prepare(found: Entry | StoredFile, ttl: float) -> Prepared:
     not_modified = "".join(
         f"{k}: {v}\r\n" for k, v in headers.items() if k in ("ETag", "Cache-Control", "X-Cache")
     )
+    kind = found.key.kind
     return Prepared(
         entry=found,
+        key=found.key,
+        fresh_until=fresh_until,
+        tarball=kind is Kind.TARBALL,
+        package=found.key.name if kind in (Kind.PACKAGE, Kind.TARBALL) else None,
         headers=(lines + extra).encode("latin-1"),
         not_modified_headers=(not_modified + "Server: hexproxy\r\n").encode("latin-1"),
         etag=found.etag,
@@ -335,6 +355,17 @@ class FastPathProtocol(asyncio.Protocol):
 
 class _Done:
     """What to do once an answer has been sent: log it, count it, close if asked."""
+
+    __slots__ = (
+        "close",
+        "parts",
+        "prepared",
+        "protocol",
+        "size",
+        "started",
+        "status",
+        "user_agent",
+    )
 
     def __init__(
         self, protocol: FastPathProtocol, parts: list[bytes], status: int, size: int,
