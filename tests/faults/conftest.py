@@ -10,22 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from hexproxy.registry import verify_package
 from tests.support.keys import test_private_key
 
 CLIENTS = 200
-
-# KNOWN CORE BUG (reported with issue 6): under concurrent misses a reader's
-# ``aiofiles.open`` of the ``.part`` temp file in ``Download._open_reader`` is
-# sometimes dropped in the executor thread, leaking the file object (a
-# ResourceWarning at teardown; tests/integration/test_http.py hits it too). The
-# fault tests assert on bodies and on the cache, and ``settle`` checks that no file
-# stays open; this marker keeps that one known warning from making them flaky.
-# Remove it once the reader is closed deterministically.
-KNOWN_READER_LEAK = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 @dataclass(frozen=True)
@@ -121,15 +111,31 @@ def open_files_under(root: Path) -> list[str]:
     return found
 
 
+def _serving() -> int:
+    """Requests still being handled in this loop (proxy's and fake upstream's); idle
+    keep-alive connections do not count. Test-only introspection of aiohttp."""
+    busy = 0
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        if getattr(coro, "__qualname__", "") != "RequestHandler.start":
+            continue
+        frame = getattr(coro, "cr_frame", None)
+        handler = frame.f_locals.get("self") if frame is not None else None
+        busy += bool(getattr(handler, "_request_in_progress", False))
+    return busy
+
+
 async def settle(cache_dir: Path) -> None:
-    """Wait (bounded) until fetches that outlive their clients have cleaned up their temp
-    files and every reader has closed its file: only then is the cache state final."""
+    """Wait (bounded) until every request handler has returned, fetches that outlive
+    their clients have cleaned up their temp files and every reader has closed its file:
+    only then is the cache state final. (A handler can still be closing its reader after
+    its client has all the bytes; tearing the server down then would cancel that.)"""
     for _ in range(200):
-        if not partial_files(cache_dir) and not open_files_under(cache_dir):
+        if not _serving() and not partial_files(cache_dir) and not open_files_under(cache_dir):
             return
         await asyncio.sleep(0.025)
     raise AssertionError(
-        f"left behind: temp files {partial_files(cache_dir)}, "
+        f"left behind: {_serving()} handlers, temp files {partial_files(cache_dir)}, "
         f"open files {open_files_under(cache_dir)}"
     )
 

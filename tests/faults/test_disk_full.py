@@ -20,7 +20,6 @@ import pytest
 
 from tests.conftest import ProxyFactory
 from tests.faults.conftest import (
-    KNOWN_READER_LEAK,
     ThrottledRepo,
     assert_never_wrong,
     cache_problems,
@@ -30,7 +29,6 @@ from tests.faults.conftest import (
 from tests.support.keys import test_private_key
 from tests.support.repo import PackageSpec, build_repo
 
-pytestmark = KNOWN_READER_LEAK
 TARBALL = "tarballs/big-1.0.0.tar"
 
 

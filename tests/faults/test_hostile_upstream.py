@@ -16,7 +16,6 @@ import pytest
 from hexproxy.config import UpstreamConfig
 from tests.conftest import ProxyFactory, small_tree
 from tests.faults.conftest import (
-    KNOWN_READER_LEAK,
     ThrottledRepo,
     cache_problems,
     get_many,
@@ -25,7 +24,6 @@ from tests.faults.conftest import (
 from tests.support.keys import test_private_key
 from tests.support.repo import build_repo
 
-pytestmark = KNOWN_READER_LEAK
 MiB = 1024 * 1024
 TARBALL = "tarballs/alpha-1.0.0.tar"
 

@@ -11,14 +11,11 @@ from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import FAULTS
 from tests.faults.conftest import (
     CLIENTS,
-    KNOWN_READER_LEAK,
     assert_never_wrong,
     cache_problems,
     get_many,
     settle,
 )
-
-pytestmark = KNOWN_READER_LEAK
 
 OBJECTS = {"tarball": "/tarballs/alpha-1.0.0.tar", "package": "/packages/alpha"}
 
