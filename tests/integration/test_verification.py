@@ -117,9 +117,7 @@ async def test_new_release_found_by_refreshing_the_package_once(
     proxy: TestClient[Any, Any], upstream: Upstream
 ) -> None:
     assert (await proxy.get("/packages/beta")).status == 200
-    newer = build_repo(
-        [PackageSpec("beta", v) for v in ("2.0.0", "2.1.0", "2.2.0")], _key()
-    )
+    newer = build_repo([PackageSpec("beta", v) for v in ("2.0.0", "2.1.0", "2.2.0")], _key())
     upstream.repo.publish("packages/beta", newer["packages/beta"])
     upstream.repo.publish("tarballs/beta-2.2.0.tar", newer["tarballs/beta-2.2.0.tar"])
     response = await proxy.get("/tarballs/beta-2.2.0.tar")
