@@ -275,13 +275,35 @@ class FastPathProtocol(asyncio.Protocol):
         status = 304 if not_modified else 200
         size = 0 if not_modified else _size(prepared)
         done = _Done(self, parts, status, size, started, user_agent, prepared, close)
-        if fd >= 0:
+        sent = self._sendfile_now(fd, size) if fd >= 0 else size
+        if sent < 0:
+            return True  # the client is gone; the transport is closed
+        if sent < size:
             self.busy = True
-            task = asyncio.get_running_loop().create_task(self._sendfile(fd, size, done))
+            task = asyncio.get_running_loop().create_task(self._sendfile(fd, sent, size, done))
             self.sending = task
         else:
+            if fd >= 0:
+                os.close(fd)
             done.finish()
         return True
+
+    def _sendfile_now(self, fd: int, size: int) -> int:
+        """One non-blocking sendfile(2) straight to the socket: a small file usually goes
+        whole, with no task and no loop round trip (asyncio's sendfile costs ~80 µs of
+        bookkeeping per call). Returns bytes sent, or -1 after aborting a broken socket."""
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if transport is None or sock is None or transport.get_write_buffer_size():
+            return 0  # the headers are still queued: the bytes must go after them
+        try:
+            return os.sendfile(sock.fileno(), fd, 0, size)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            os.close(fd)
+            transport.abort()
+            return -1
 
     @staticmethod
     def _open(stored: StoredFile) -> int:
@@ -294,12 +316,13 @@ class FastPathProtocol(asyncio.Protocol):
             return -1
         return fd
 
-    async def _sendfile(self, fd: int, size: int, done: _Done) -> None:
+    async def _sendfile(self, fd: int, offset: int, size: int, done: _Done) -> None:
         try:
             with open(fd, "rb", closefd=True) as file:  # noqa: ASYNC230 (wraps an open fd)
                 if self.transport is None:
                     return
-                await asyncio.get_running_loop().sendfile(self.transport, file, 0, size)
+                loop = asyncio.get_running_loop()
+                await loop.sendfile(self.transport, file, offset, size - offset)
         except (OSError, RuntimeError):
             if self.transport is not None:
                 self.transport.abort()  # the client got a short body: a broken transfer

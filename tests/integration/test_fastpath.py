@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from hexproxy.server import Running, start
 from hexproxy.web.ops import EVICTOR, METRICS
 from hexproxy.web.state import CACHE
 from tests.conftest import Upstream
+from tests.support.keys import test_private_key as key
+from tests.support.repo import PackageSpec, build_repo
 
 SAME = ("ETag", "Content-Length", "Content-Type", "Cache-Control", "Last-Modified")
 
@@ -226,3 +229,18 @@ async def test_fast_tarball_hits_count_for_eviction_order(running: Any) -> None:
     (answer,) = await raw(proxy.port, get("/tarballs/gamma-0.1.0.tar"), 1)
     assert b"Server: hexproxy" in answer
     assert set(recorder.pending) == {"/tarballs/gamma-0.1.0.tar"}
+
+
+async def test_large_tarball_sent_in_several_pieces(running: Any, upstream: Upstream) -> None:
+    """Bigger than a socket buffer: the first sendfile is partial, the rest follows."""
+    big = build_repo([PackageSpec("huge", "1.0.0", files={"blob": os.urandom(3_000_000)})], key())
+    upstream.repo.publish("packages/huge", big["packages/huge"])
+    upstream.repo.publish("tarballs/huge-1.0.0.tar", big["tarballs/huge-1.0.0.tar"])
+    proxy = await running()
+    for _ in range(2):  # the miss, then aiohttp's first hit reads the sidecar
+        await raw(proxy.port, get("/tarballs/huge-1.0.0.tar"), 1)
+    answers = await raw(proxy.port, get("/tarballs/huge-1.0.0.tar") * 3 + get("/packages/huge"), 4)
+    assert all(b"Server: hexproxy" in a for a in answers)
+    for answer in answers[:3]:
+        assert answer.endswith(big["tarballs/huge-1.0.0.tar"])
+    assert answers[3].endswith(big["packages/huge"])
