@@ -12,16 +12,13 @@ served from disk and fetched through a shared ``Download``.
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
 import logging
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from email.utils import formatdate
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -30,6 +27,7 @@ from . import installs
 from .breaker import State
 from .config import Config
 from .download import Download
+from .entries import Counters, Entry, Small, Status, StoredFile
 from .errors import (
     HexproxyError,
     NotCached,
@@ -50,75 +48,10 @@ log = logging.getLogger("hexproxy.cache")
 MEMORY_BUDGET = 64 * 1024 * 1024
 
 
-class Status(enum.Enum):
-    HIT = "HIT"
-    MISS = "MISS"
-    STALE = "STALE"
-    REVALIDATED = "REVALIDATED"
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A small object, verified, as served from memory."""
-
-    key: CacheKey
-    body: bytes
-    meta: Meta
-    decoded: object | None = None
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.meta.sha256}"'
-
-    @property
-    def last_modified(self) -> str:
-        return self.meta.upstream_last_modified or formatdate(self.meta.stored_at, usegmt=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Small:
-    entry: Entry
-    status: Status
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFile:
-    """An immutable object on disk, served with sendfile."""
-
-    key: CacheKey
-    path: Path
-    size: int
-    sha256: str
-    stored_at: float
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.sha256}"'
-
-    @property
-    def last_modified(self) -> str:
-        return formatdate(self.stored_at, usegmt=True)
-
-
 @dataclass(slots=True)
 class _Flight:
     task: asyncio.Task[Small]
     reported_slow: bool = False
-
-
-@dataclass(slots=True)
-class Counters:
-    """What the cache did, for logs, metrics and the status page."""
-
-    verification_failures: int = 0
-    upstream_fetches: int = 0
-    stale_served: int = 0
-    recent_failures: list[str] = field(default_factory=list)
-
-    def failure(self, message: str) -> None:
-        self.verification_failures += 1
-        self.recent_failures.append(f"{formatdate(time.time(), usegmt=True)} {message}")
-        del self.recent_failures[:-20]
 
 
 class Cache:

@@ -20,7 +20,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .cache import Cache, Status
+from .cache import Cache
+from .entries import Status
 from .errors import ChecksumMismatch, HexproxyError
 from .keys import CacheKey, package_key, tarball_key
 from .lockfiles import LockedPackage

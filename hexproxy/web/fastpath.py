@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, cast
 
-from ..cache import Cache, Entry, Status, StoredFile
+from ..cache import Cache
+from ..entries import Entry, Status, StoredFile
 from ..errors import InvalidRequest
 from ..keys import NAMES, VERSIONS, CacheKey, Kind, tarball_key
 from ..registry import is_valid_name, parse_tarball_filename

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..cache import Entry, Small, Status, StoredFile
+from ..entries import Entry, Small, Status, StoredFile
 from ..keys import CacheKey, Kind
 
 OCTET = "application/octet-stream"
