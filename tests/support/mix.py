@@ -16,19 +16,17 @@ unlike rebar3 (see tests/support/rebar3.py).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import shutil
 import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from hexproxy.lockfiles import parse_mix_lock
+from tests.support.command import CommandResult, run_command
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -74,23 +72,7 @@ def require_mix() -> None:
         pytest.skip(f"mix client tests need Elixir with Hex: {problem}")
 
 
-@dataclass(frozen=True)
-class MixResult:
-    args: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-    elapsed: float
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    def __str__(self) -> str:
-        return (
-            f"mix {' '.join(self.args)} -> {self.returncode} in {self.elapsed:.1f}s\n"
-            f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-        )
+MixResult = CommandResult  # the name the tests use
 
 
 class MixProject:
@@ -161,31 +143,8 @@ class MixProject:
         return env
 
     async def run(self, *args: str) -> MixResult:
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            "mix",
-            *args,
-            cwd=self.project_dir,
-            env=self.env(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
-        except TimeoutError:
-            proc.kill()
-            out, err = await proc.communicate()
-            raise TimeoutError(
-                f"mix {' '.join(args)} timed out after {self.timeout:.0f}s\n"
-                f"{out.decode(errors='replace')}"
-            ) from None
-        return MixResult(
-            args=args,
-            returncode=proc.returncode if proc.returncode is not None else -1,
-            stdout=out.decode(errors="replace"),
-            stderr=err.decode(errors="replace"),
-            elapsed=time.monotonic() - started,
+        return await run_command(
+            "mix", args, cwd=self.project_dir, env=self.env(), limit=self.timeout
         )
 
     async def trust_key(self) -> MixResult:

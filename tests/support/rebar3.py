@@ -11,18 +11,16 @@ where a missing client is a broken CI image and must fail (see .ci/install-erlan
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import shutil
 import subprocess
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
 
 from hexproxy.lockfiles import parse_rebar_lock
+from tests.support.command import CommandResult, run_command
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -62,26 +60,7 @@ def require_rebar3() -> str:
     pytest.skip(reason)
 
 
-@dataclass(frozen=True)
-class Rebar3Result:
-    """What one rebar3 command did."""
-
-    args: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-    elapsed: float
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    def __str__(self) -> str:
-        """A readable report for assertion messages."""
-        return (
-            f"rebar3 {' '.join(self.args)} -> {self.returncode} in {self.elapsed:.1f}s\n"
-            f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-        )
+Rebar3Result = CommandResult  # the name the tests use
 
 
 class Rebar3Project:
@@ -187,31 +166,7 @@ class Rebar3Project:
     async def run(self, *args: str, time_limit: float | None = None) -> Rebar3Result:
         """Run ``rebar3 ARGS`` in the project; kill it after ``time_limit`` seconds."""
         limit = self.timeout if time_limit is None else time_limit
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            "rebar3",
-            *args,
-            cwd=self.project_dir,
-            env=self.env(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), limit)
-        except TimeoutError:
-            proc.kill()
-            out, err = await proc.communicate()
-            elapsed = time.monotonic() - started
-            result = Rebar3Result(args, -9, out.decode(errors="replace"), "", elapsed)
-            raise TimeoutError(f"rebar3 timed out after {limit:.0f}s\n{result}") from None
-        return Rebar3Result(
-            args=args,
-            returncode=proc.returncode if proc.returncode is not None else -1,
-            stdout=out.decode(errors="replace"),
-            stderr=err.decode(errors="replace"),
-            elapsed=time.monotonic() - started,
-        )
+        return await run_command("rebar3", args, cwd=self.project_dir, env=self.env(), limit=limit)
 
     async def get_deps(self) -> Rebar3Result:
         return await self.run("get-deps")
