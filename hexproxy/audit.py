@@ -16,8 +16,8 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .cachekey import CacheKey, Kind, package_key
 from .errors import VerificationError
-from .keys import CacheKey, Kind, package_key
 from .registry import Package
 from .storage import FileStorage, sha256_file
 

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from .cachekey import NAMES, VERSIONS, CacheKey, Kind, package_key, tarball_key
 from .errors import HexproxyError, InvalidRequest
-from .keys import NAMES, VERSIONS, CacheKey, Kind, package_key, tarball_key
 from .registry import parse_tarball_filename
 from .storage import FileStorage
 

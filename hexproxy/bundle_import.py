@@ -44,8 +44,8 @@ from .bundle import (
     read_member,
 )
 from .cache import Cache
+from .cachekey import CacheKey, Kind, package_key
 from .errors import VerificationError
-from .keys import CacheKey, Kind, package_key
 from .registry import Names, Package, Versions
 from .storage import Meta
 

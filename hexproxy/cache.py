@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from . import installs
 from .breaker import State
+from .cachekey import CacheKey, Kind, install_key, package_key
 from .config import Config
 from .download import Download
 from .entries import Counters, Entry, Small, Status, StoredFile
@@ -36,7 +37,6 @@ from .errors import (
     UpstreamUnavailable,
     VerificationError,
 )
-from .keys import CacheKey, Kind, install_key, package_key
 from .registry import Package, load_public_key, verify_names, verify_package, verify_versions
 from .storage import FileStorage, Meta, sha256_file
 from .upstream import Upstream

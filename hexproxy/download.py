@@ -32,8 +32,8 @@ from typing import Any
 
 import aiofiles
 
+from .cachekey import CacheKey
 from .errors import ChecksumMismatch, HexproxyError, TooLarge, UpstreamTimeout
-from .keys import CacheKey
 from .storage import FileStorage, Meta
 from .upstream import Upstream
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 
-from .keys import CacheKey
+from .cachekey import CacheKey
 from .storage import Meta
 
 

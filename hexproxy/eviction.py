@@ -27,8 +27,8 @@ from pathlib import Path
 from . import inventory
 from .breaker import State
 from .cache import Cache
+from .cachekey import CacheKey, docs_key, install_key, tarball_key
 from .errors import HexproxyError
-from .keys import CacheKey, docs_key, install_key, tarball_key
 from .registry import parse_docs_filename, parse_tarball_filename
 from .units import format_size
 

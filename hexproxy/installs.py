@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from .cachekey import CacheKey, Kind, install_key
 from .errors import BadSignature, ConfigError, HexproxyError, NotFound, VerificationError
-from .keys import CacheKey, Kind, install_key
 from .registry import load_public_key, verify_signature
 from .versions import InvalidVersion, Version
 

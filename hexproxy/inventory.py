@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .keys import CacheKey, Kind, docs_key, package_key, tarball_key
+from .cachekey import CacheKey, Kind, docs_key, package_key, tarball_key
 from .storage import FileStorage
 
 # Objects that may be removed to make room: they are immutable and can always

@@ -25,9 +25,9 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .breaker import State
 from .cache import Cache
+from .cachekey import CacheKey
 from .errors import UpstreamError
 from .eviction import Evictor
-from .keys import CacheKey
 
 # Cache results (the X-Cache header) that mean "answered without going upstream first".
 HIT_RESULTS = frozenset({"HIT", "STALE", "REVALIDATED"})

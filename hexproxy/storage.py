@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .keys import CacheKey, Kind
+from .cachekey import CacheKey, Kind
 from .registry import parse_docs_filename, parse_tarball_filename
 
 META_SUFFIX = ".meta"

@@ -17,6 +17,7 @@ import aiohttp
 
 from . import __version__
 from .breaker import CircuitBreaker
+from .cachekey import CacheKey, Kind
 from .config import UpstreamConfig
 from .errors import (
     HexproxyError,
@@ -27,7 +28,6 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .keys import CacheKey, Kind
 
 USER_AGENT = f"hexproxy/{__version__} (+https://github.com/hexproxy/hexproxy)"
 

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .cache import Cache
+from .cachekey import CacheKey, package_key, tarball_key
 from .entries import Status
 from .errors import ChecksumMismatch, HexproxyError
-from .keys import CacheKey, package_key, tarball_key
 from .lockfiles import LockedPackage
 from .registry import Package, Release
 from .resolve import Spec, Want, check_locked, dependency_wants, select_versions

@@ -11,8 +11,8 @@ from typing import Any
 
 from ..bundle import ALREADY_CACHED, BundleError, ExportReport, cache_keys, export_bundle
 from ..bundle_import import ImportReport, import_bundle
+from ..cachekey import CacheKey
 from ..config import Config
-from ..keys import CacheKey
 from ..storage import FileStorage
 from ..warm import format_bytes, summary_lines
 from .warm import EXIT_FAILED, InputError, add_input_args, load_inputs, run_warm, usage_error

@@ -26,9 +26,9 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, cast
 
 from ..cache import Cache
+from ..cachekey import NAMES, VERSIONS, CacheKey, Kind, tarball_key
 from ..entries import Entry, Status, StoredFile
 from ..errors import InvalidRequest
-from ..keys import NAMES, VERSIONS, CacheKey, Kind, tarball_key
 from ..registry import is_valid_name, parse_tarball_filename
 from .accesslog import AccessLog
 from .responses import file_headers, small_headers

@@ -13,10 +13,10 @@ from email.utils import formatdate
 from aiohttp import web
 
 from ..cache import Cache
+from ..cachekey import NAMES, VERSIONS, CacheKey, docs_key, install_key, package_key, tarball_key
 from ..download import Download
 from ..entries import Status, StoredFile
 from ..errors import HexproxyError
-from ..keys import NAMES, VERSIONS, CacheKey, docs_key, install_key, package_key, tarball_key
 from ..registry import parse_docs_filename, parse_tarball_filename
 from .responses import (
     IMMUTABLE,

@@ -1,7 +1,7 @@
 """Property tests: no request path can make the proxy read or write outside its cache.
 
 Every file the proxy touches for a request is ``cache_dir / key.path`` for a CacheKey
-built by a constructor in ``hexproxy/keys.py``. So: (1) whatever string reaches those
+built by a constructor in ``hexproxy/cachekey.py``. So: (1) whatever string reaches those
 constructors, they either refuse it (InvalidRequest) or return a key whose path is a
 plain relative path that stays under the root; (2) whatever path a client sends, the
 real router and handlers only ever hand such keys to the cache.
@@ -18,9 +18,9 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hexproxy.cachekey import CacheKey, docs_key, install_key, package_key, tarball_key
 from hexproxy.config import load_config
 from hexproxy.errors import HexproxyError, InvalidRequest, NotFound
-from hexproxy.keys import CacheKey, docs_key, install_key, package_key, tarball_key
 from hexproxy.registry import parse_docs_filename, parse_tarball_filename
 from hexproxy.web import routes
 from hexproxy.web.state import CACHE, CONFIG

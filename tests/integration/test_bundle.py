@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from hexproxy.bundle import MANIFEST, key_from_path
-from hexproxy.keys import package_key, tarball_key
+from hexproxy.cachekey import package_key, tarball_key
 from hexproxy.storage import FileStorage
 from hexproxy.web import create_app
 from tests.fakes.hex_repo import corrupt_signature, flip_byte

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from hexproxy.cachekey import tarball_key
 from hexproxy.config import Config
-from hexproxy.keys import tarball_key
 from hexproxy.server import Running, start
 from hexproxy.web.ops import EVICTOR, METRICS
 from hexproxy.web.state import CACHE

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hexproxy.keys import tarball_key
+from hexproxy.cachekey import tarball_key
 from hexproxy.lockfiles import parse_mix_lock
 from hexproxy.registry import verify_package
 from hexproxy.resolve import parse_spec
