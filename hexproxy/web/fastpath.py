@@ -210,6 +210,8 @@ class FastPathProtocol(asyncio.Protocol):
         self.buffer = b""
         self.paused = False
         self.busy = False  # a sendfile is under way; later requests wait in the buffer
+        # The running sendfile task (the loop keeps only weak references to tasks).
+        # While it runs, loop.sendfile pauses reading, so pipelined requests stay bounded.
         self.sending: asyncio.Task[None] | None = None
         self.reading_paused = False
         self.remote = "-"
