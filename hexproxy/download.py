@@ -149,9 +149,10 @@ class Download:
                 if fh is not None:
                     await fh.close()
         self.sha256 = digest.hexdigest()
-        self._check(digest.digest())
-        if extra is not None:
-            self._check_extra(extra.name, extra.digest())
+        if self.expected is not None:
+            self._check("sha256", digest.digest(), self.expected, "outer checksum")
+        if extra is not None and self.expected_digest is not None:
+            self._check(extra.name, extra.digest(), self.expected_digest[1], "checksum")
         await self._commit()
 
     async def _open_temp(self) -> Any:
@@ -190,22 +191,11 @@ class Download:
             log.warning("cannot sync %s to the cache (%s); not storing it", self.key, exc.strerror)
             self.unsynced = True
 
-    def _check(self, digest: bytes) -> None:
-        if self.expected is not None and digest != self.expected:
-            error = ChecksumMismatch(
-                f"{self.key}: sha256 {digest.hex()} does not match the signed "
-                f"outer checksum {self.expected.hex()}"
-            )
-            if self.on_verification_failure:
-                self.on_verification_failure(self.key, error)
-            raise error
-
-    def _check_extra(self, algorithm: str, digest: bytes) -> None:
-        assert self.expected_digest is not None
-        if digest != self.expected_digest[1]:
+    def _check(self, algorithm: str, digest: bytes, expected: bytes, what: str) -> None:
+        if digest != expected:
             error = ChecksumMismatch(
                 f"{self.key}: {algorithm} {digest.hex()} does not match the signed "
-                f"checksum {self.expected_digest[1].hex()}"
+                f"{what} {expected.hex()}"
             )
             if self.on_verification_failure:
                 self.on_verification_failure(self.key, error)

@@ -8,51 +8,25 @@ Hex leaves optional dependencies out, so the lock is ``expected_lock(with_option
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import Upstream
-from tests.fakes.hex_repo import FakeHexRepo
-from tests.support.keys import test_private_key
 from tests.support.mix import MixProject, require_mix
 from tests.support.proxy_process import ProxyProcess, ProxyProcesses
-from tests.support.repo import build_repo, erlang_tree, erlang_tree_roots, expected_lock
+from tests.support.repo import erlang_tree_roots, expected_lock
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from pytest_aiohttp import AiohttpServer
 
 pytestmark = pytest.mark.clients
-
-
-@functools.cache
-def tree_files() -> dict[str, bytes]:
-    return build_repo(erlang_tree(), test_private_key())
 
 
 @pytest.fixture(autouse=True)
 def _mix() -> None:
     require_mix()
-
-
-@pytest.fixture
-async def tree_upstream(aiohttp_server: AiohttpServer) -> Upstream:
-    repo = FakeHexRepo(dict(tree_files()))
-    server = await aiohttp_server(repo.app(), host="127.0.0.1")
-    return Upstream(repo, server)
-
-
-@pytest.fixture
-async def proxies(tmp_path: Path, public_key_file: Path) -> AsyncIterator[ProxyProcesses]:
-    started = ProxyProcesses(tmp_path / "proxies", public_key_file)
-    try:
-        yield started
-    finally:
-        await started.stop_all()
 
 
 async def fetch_and_compile(

@@ -12,7 +12,6 @@ Timings are printed (``pytest -s -m clients``) as ``[rebar3 timing] ...`` lines.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -20,8 +19,9 @@ import aiohttp
 import pytest
 
 from hexproxy.registry import public_key_pem
+from tests.clients.conftest import tree_files
 from tests.conftest import Upstream
-from tests.fakes.hex_repo import BlackHole, FakeHexRepo
+from tests.fakes.hex_repo import BlackHole
 from tests.support.keys import test_private_key
 from tests.support.proxy_process import ProxyProcess, ProxyProcesses
 from tests.support.rebar3 import Rebar3Project, Rebar3Result, require_rebar3
@@ -34,10 +34,8 @@ from tests.support.repo import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from pytest_aiohttp import AiohttpServer
 
 pytestmark = pytest.mark.clients
 
@@ -47,11 +45,6 @@ NEW_ACORN = "1.2.1"
 NEW_PACKAGE = "quince"
 
 
-@functools.cache
-def tree_files() -> dict[str, bytes]:
-    return build_repo(erlang_tree(), test_private_key())
-
-
 def tree_with(*extra: PackageSpec) -> dict[str, bytes]:
     """The tree's repository with more releases, re-signed: what upstream looks like later."""
     return build_repo([*erlang_tree(), *extra], test_private_key())
@@ -59,22 +52,6 @@ def tree_with(*extra: PackageSpec) -> dict[str, bytes]:
 
 def report(label: str, seconds: float) -> None:
     print(f"\n[rebar3 timing] {label}: {seconds:.2f}s")
-
-
-@pytest.fixture
-async def tree_upstream(aiohttp_server: AiohttpServer) -> Upstream:
-    repo = FakeHexRepo(dict(tree_files()))
-    server = await aiohttp_server(repo.app(), host="127.0.0.1")
-    return Upstream(repo, server)
-
-
-@pytest.fixture
-async def proxies(tmp_path: Path, public_key_file: Path) -> AsyncIterator[ProxyProcesses]:
-    started = ProxyProcesses(tmp_path / "proxies", public_key_file)
-    try:
-        yield started
-    finally:
-        await started.stop_all()
 
 
 @pytest.fixture(autouse=True)
