@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import InvalidRequest
-from .registry import is_valid_name, is_valid_version
+from .registry import is_valid_name, is_valid_version, parse_docs_filename, parse_tarball_filename
 
 
 class Kind(enum.Enum):
@@ -117,3 +117,26 @@ def install_key(relative: str) -> CacheKey:
     if any(".." in s for s in segments):
         raise InvalidRequest(f"invalid installs path: {relative!r}")
     return CacheKey(Kind.INSTALL, relative)
+
+
+def key_for_path(path: str) -> CacheKey | None:
+    """The object a request path names: the one mapping from URL path to cache key, shared
+    by the routes, the fast path and eviction. None when the path names no repository
+    object; InvalidRequest when it is under a repository route but breaks the grammar."""
+    if path == "/names":
+        return NAMES
+    if path == "/versions":
+        return VERSIONS
+    route, slash, rest = path.removeprefix("/").partition("/")
+    if not slash or not path.startswith("/"):
+        return None
+    match route:
+        case "packages":
+            return package_key(rest)
+        case "tarballs":
+            return tarball_key(*parse_tarball_filename(rest))
+        case "docs":
+            return docs_key(*parse_docs_filename(rest))
+        case "installs":
+            return install_key(rest)
+    return None

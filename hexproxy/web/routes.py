@@ -1,7 +1,8 @@
-"""One handler per repository endpoint: parse and validate the path, ask the cache, answer.
+"""The repository endpoints: map the path to a cache key, ask the cache, answer.
 
-Paths are checked against the Hex grammar before anything touches the disk or
-upstream; the cache key (and so the file path) is built from validated parts only.
+Paths are checked against the Hex grammar (``cachekey.key_for_path``) before anything
+touches the disk or upstream; the cache key (and so the file path) is built from
+validated parts only.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from email.utils import formatdate
 from aiohttp import web
 
 from ..cache import Cache
-from ..cachekey import NAMES, VERSIONS, CacheKey, docs_key, install_key, package_key, tarball_key
+from ..cachekey import CacheKey, key_for_path
 from ..download import Download
 from ..entries import Status, StoredFile
-from ..errors import HexproxyError
-from ..registry import parse_docs_filename, parse_tarball_filename
+from ..errors import HexproxyError, NotFound
 from .responses import (
     IMMUTABLE,
     SendfileResponse,
@@ -31,31 +31,22 @@ from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
 
 log = logging.getLogger("hexproxy.web")
 
-
-async def names(request: web.Request) -> web.StreamResponse:
-    return await _small(request, NAMES)
-
-
-async def versions(request: web.Request) -> web.StreamResponse:
-    return await _small(request, VERSIONS)
-
-
-async def package(request: web.Request) -> web.StreamResponse:
-    return await _small(request, package_key(request.match_info["name"]))
-
-
-async def tarball(request: web.Request) -> web.StreamResponse:
-    name, version = parse_tarball_filename(request.match_info["filename"])
-    return await _file(request, tarball_key(name, version))
+# The repository's routes; the object each path names comes from cachekey.key_for_path,
+# the same function the fast path and eviction use.
+REPOSITORY_ROUTES = (
+    "/names",
+    "/versions",
+    "/packages/{name}",
+    "/tarballs/{filename}",
+    "/docs/{filename}",
+    "/installs/{path:.+}",
+)
 
 
-async def docs(request: web.Request) -> web.StreamResponse:
-    name, version = parse_docs_filename(request.match_info["filename"])
-    return await _file(request, docs_key(name, version))
-
-
-async def installs(request: web.Request) -> web.StreamResponse:
-    key = install_key(request.match_info["path"])
+async def repository_object(request: web.Request) -> web.StreamResponse:
+    key = key_for_path(request.path)
+    if key is None:  # the router matched, so only a path this function disowns gets here
+        raise NotFound(f"{request.path} is not a repository object")
     if key.is_mutable:
         return await _small(request, key)
     return await _file(request, key)
@@ -125,10 +116,6 @@ async def _stream(request: web.Request, download: Download) -> web.StreamRespons
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/names", names)
-    app.router.add_get("/versions", versions)
-    app.router.add_get("/packages/{name}", package)
-    app.router.add_get("/tarballs/{filename}", tarball)
-    app.router.add_get("/docs/{filename}", docs)
-    app.router.add_get("/installs/{path:.+}", installs)
+    for route in REPOSITORY_ROUTES:
+        app.router.add_get(route, repository_object)
     app.router.add_get("/public_key", public_key)
