@@ -46,6 +46,10 @@ log = logging.getLogger("hexproxy.cache")
 # Small objects are kept in memory; a bound keeps a cache of the whole of
 # hex.pm (tens of thousands of /packages files) from taking all of RAM.
 MEMORY_BUDGET = 64 * 1024 * 1024
+# What an entry costs beyond its body: its metadata and the answer the fast path
+# pre-encodes and keeps on it (entries.Memo; about 600 bytes of headers). Counted at a
+# flat rate so that many tiny entries cannot exceed the budget either.
+ENTRY_OVERHEAD = 1024
 
 
 @dataclass(slots=True)
@@ -72,6 +76,9 @@ class Cache:
         self.counters = Counters()
         self._memory: OrderedDict[CacheKey, Entry] = OrderedDict()
         self._memory_bytes = 0
+        # One per stored file this process has served; eviction and `cache rm` forget
+        # them, so they are bounded by what is on disk (each a few hundred bytes, with the
+        # fast path's pre-encoded headers in its memo).
         self._files: dict[CacheKey, StoredFile] = {}
         self._negative: dict[CacheKey, float] = {}
         self._flights: dict[CacheKey, _Flight] = {}
@@ -108,9 +115,6 @@ class Cache:
         if entry is not None and self.clock() < self.fresh_until(entry):
             return entry
         return None
-
-    def memory_entry(self, key: CacheKey) -> Entry | None:
-        return self._memory.get(key)
 
     def fresh_until(self, entry: Entry) -> float:
         """When ``entry`` stops being a HIT (revalidation, or a stale answer, is due)."""
@@ -321,18 +325,18 @@ class Cache:
     def _remember(self, entry: Entry) -> None:
         old = self._memory.pop(entry.key, None)
         if old is not None:
-            self._memory_bytes -= len(old.body)
+            self._memory_bytes -= len(old.body) + ENTRY_OVERHEAD
         self._memory[entry.key] = entry
-        self._memory_bytes += len(entry.body)
+        self._memory_bytes += len(entry.body) + ENTRY_OVERHEAD
         while self._memory_bytes > MEMORY_BUDGET and len(self._memory) > 1:
             _, evicted = self._memory.popitem(last=False)
-            self._memory_bytes -= len(evicted.body)
+            self._memory_bytes -= len(evicted.body) + ENTRY_OVERHEAD
 
     def forget(self, key: CacheKey) -> None:
         """Drop what this process holds for ``key`` (after an operator removed it)."""
         old = self._memory.pop(key, None)
         if old is not None:
-            self._memory_bytes -= len(old.body)
+            self._memory_bytes -= len(old.body) + ENTRY_OVERHEAD
         self._files.pop(key, None)
         self._negative.pop(key, None)
 

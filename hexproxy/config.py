@@ -35,6 +35,7 @@ class ServerConfig:
     workers: int = 1
     log_format: str = "text"
     access_log: bool = True
+    fast_path: bool = True
 
     @property
     def host(self) -> str:

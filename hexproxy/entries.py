@@ -16,6 +16,17 @@ from .cachekey import CacheKey
 from .storage import Meta
 
 
+class Memo:
+    """One value a renderer derives from an entry and keeps with it (web/fastpath.py keeps
+    its pre-encoded answer here). It lives exactly as long as the entry: when the cache
+    drops or replaces the entry, the memo goes too, so no separate table needs a bound."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: object = None
+
+
 class Status(enum.Enum):
     HIT = "HIT"
     MISS = "MISS"
@@ -31,6 +42,8 @@ class Entry:
     body: bytes
     meta: Meta
     decoded: object | None = None
+    # Not copied by dataclasses.replace(): a changed entry is rendered anew.
+    memo: Memo = field(default_factory=Memo, init=False, compare=False, repr=False)
 
     @property
     def etag(self) -> str:
@@ -56,6 +69,7 @@ class StoredFile:
     size: int
     sha256: str
     stored_at: float
+    memo: Memo = field(default_factory=Memo, init=False, compare=False, repr=False)
 
     @property
     def etag(self) -> str:

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from .web import create_app
 from .web.accesslog import AccessLog, logger_class
 from .web.fastpath import FastPath, FastPathProtocol
 from .web.ops import EVICTOR, METRICS
+from .web.requesthead import AIOHTTP_LIMITS
 from .web.state import CACHE
 
 log = logging.getLogger("hexproxy")
@@ -75,7 +77,7 @@ def setup_logging(config: Config) -> None:
 
 @dataclass
 class Running:
-    """A started proxy: aiohttp's runner behind the fast-path listener."""
+    """A started proxy: aiohttp's runner, behind the fast-path listener unless it is off."""
 
     runner: web.AppRunner
     listener: asyncio.Server
@@ -98,35 +100,35 @@ class Running:
 
 async def start(config: Config, *, sweep_temp: bool = True) -> Running:
     """Build the app and listen: connections reach the fast path first (web/fastpath.py),
-    which hands anything but a fresh registry hit to aiohttp."""
+    which hands anything but a fresh registry hit or a known tarball to aiohttp."""
     app = create_app(config, sweep_temp=sweep_temp)
     json_log = config.server.log_format == "json"
     access_log = AccessLog(json_format=json_log) if config.server.access_log else None
-    logging_kwargs: dict[str, Any] = {"access_log": None}
+    # aiohttp's parser limits, set to the numbers the fast path checks against.
+    kwargs: dict[str, Any] = {"access_log": None, **AIOHTTP_LIMITS}
     if access_log is not None:
-        logging_kwargs = {
-            "access_log": logging.getLogger("hexproxy.access"),  # unused by our class
-            "access_log_class": logger_class(access_log),
-        }
-    runner = web.AppRunner(app, handle_signals=False, **logging_kwargs)
+        kwargs["access_log"] = logging.getLogger("hexproxy.access")  # unused by our class
+        kwargs["access_log_class"] = logger_class(access_log)
+    runner = web.AppRunner(app, handle_signals=False, **kwargs)
     await runner.setup()
     assert runner.server is not None
-    fast = FastPath(
-        app[CACHE],
-        config.cache.registry_ttl,
-        access_log,
-        app[METRICS].traffic,
-        touch=app[EVICTOR].access.touch,
-    )
     connections: set[FastPathProtocol] = set()
-    make_inner = runner.server
+    factory: Callable[[], asyncio.Protocol] = runner.server
+    if config.server.fast_path:
+        fast = FastPath(
+            app[CACHE],
+            config.cache.registry_ttl,
+            access_log,
+            app[METRICS].traffic,
+            touch=app[EVICTOR].access.touch,
+        )
+        make_inner = runner.server
 
-    def protocol() -> FastPathProtocol:
-        connection = FastPathProtocol(fast, make_inner, connections)
-        return connection
+        def factory() -> FastPathProtocol:
+            return FastPathProtocol(fast, make_inner, connections)
 
     listener = await asyncio.get_running_loop().create_server(
-        protocol,
+        factory,
         config.server.host,
         config.server.port,
         reuse_port=config.server.workers > 1,

@@ -1,19 +1,26 @@
-"""The hot path: fresh registry hits answered from bytes prepared once, before aiohttp.
+"""The hot path: fresh registry hits and known tarballs answered before aiohttp.
 
-A CI fleet asks for the same ``/packages/NAME`` files over and over, and each is
-a few hundred bytes already held in memory. aiohttp's request machinery costs
-several times what it takes to send them, so each connection starts here: a
-plain GET or HEAD for a registry file that is in memory and fresh is answered
-with a response assembled from pre-encoded parts, and a tarball this process
-already knows is stored is sent with sendfile(2) behind pre-encoded headers.
-Anything else (a miss, a stale entry, a body, HTTP/1.0, a malformed or unusual
-request) hands
-the connection, with every byte received so far, to aiohttp for good — so the
-two never interleave answers on one connection, and all the policy (revalidation,
-stale, errors) stays in one place.
+Why it exists: a CI fleet asks for the same ``/packages/NAME`` files over and over, each
+a few hundred bytes already held in memory, and aiohttp's request machinery costs several
+times what it takes to send them (about 100 µs of CPU per request against about 20 here;
+bench/README.md has the figures). So each connection starts here: a plain GET or HEAD for
+a registry file that is in memory and fresh is answered from parts encoded once, and a
+tarball this process already knows is stored is sent with sendfile(2) behind pre-encoded
+headers, with the same headers, access-log line and metrics as aiohttp's answer.
 
-Answers carry the same headers, access-log line and metrics as aiohttp's.
-
+What it may never do:
+- answer a request that aiohttp would read differently. It takes a head only after
+  llhttp and stricter rules accepted it (requesthead.py); anything refused there or
+  merely unusual, and everything after it on that connection, goes to aiohttp with every
+  byte received, so aiohttp answers it (and both never interleave answers on one
+  connection);
+- decide anything: freshness, revalidation, stale answers, errors and misses are the
+  policy's (cache.py), reached through aiohttp. It answers only what the cache says is a
+  HIT right now, and only with 200 or 304;
+- hold memory of its own beyond a small map of paths to keys: each prepared answer is
+  kept on the cache entry it renders (entries.Memo), inside the cache's memory budget,
+  and goes when the entry goes;
+- read a request body, or wait for upstream.
 """
 
 from __future__ import annotations
@@ -21,42 +28,48 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, cast
 
 from ..cache import Cache
-from ..cachekey import NAMES, VERSIONS, CacheKey, Kind, tarball_key
+from ..cachekey import CacheKey, Kind, key_for_path
 from ..entries import Entry, Status, StoredFile
-from ..errors import InvalidRequest
-from ..registry import is_valid_name, parse_tarball_filename
+from ..errors import HexproxyError
 from .accesslog import AccessLog
+from .requesthead import HeadReader, RequestHead, etag_matches, plain_start
 from .responses import file_headers, small_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from ..metrics import Traffic
 
-MAX_HEAD = 8192  # a longer request head goes to aiohttp, which enforces its own limits
 _OK = b"HTTP/1.1 200 OK\r\n"
 _NOT_MODIFIED = b"HTTP/1.1 304 Not Modified\r\n"
+# The kinds answered here, with the route label aiohttp's metrics give them.
 _ROUTES = {
     Kind.NAMES: "/names",
     Kind.VERSIONS: "/versions",
     Kind.PACKAGE: "/packages/{name}",
     Kind.TARBALL: "/tarballs/{filename}",
 }
+MAX_KEYS = 10_000  # request targets remembered with their cache key
 
 
 @dataclass(slots=True)
 class Prepared:
-    """One entry's answer, encoded once: only Date and Connection vary per request."""
+    """One entry's answer, encoded once: only Date and Connection vary per request.
 
-    entry: Entry | StoredFile
+    Kept on the entry it renders (entries.Memo), so it refers to the entry's parts, never
+    to the entry itself: no cycle, and the memory goes the moment the cache drops it."""
+
     key: CacheKey
-    fresh_until: float
-    tarball: bool
+    body: bytes | None  # a registry file's bytes; None for a stored file (sendfile)
+    path: Path | None  # the stored file
+    size: int
     package: str | None  # for the most-requested-packages metric
     headers: bytes  # "Name: value\r\n" lines, without Date
     not_modified_headers: bytes
@@ -80,7 +93,7 @@ class FastPath:
         self.ttl = ttl
         self.access_log = access_log
         self.traffic = traffic
-        self._prepared: dict[bytes, Prepared] = {}
+        self._keys: dict[bytes, CacheKey] = {}  # target -> key: saves re-parsing the path
         self._date_second = 0
         self._date = b""
 
@@ -94,12 +107,14 @@ class FastPath:
     def lookup(self, target: bytes) -> Prepared | None:
         """The prepared answer for a fresh in-memory entry or a known stored tarball,
         else None (aiohttp decides)."""
-        prepared = self._prepared.get(target)
-        if prepared is not None and self._still_good(prepared):
-            return prepared
-        key = prepared.key if prepared is not None else _key_for(target)
+        key = self._keys.get(target)
         if key is None:
-            return None
+            key = _key_for(target)
+            if key is None:
+                return None
+            if len(self._keys) >= MAX_KEYS:
+                self._keys.clear()  # bounded; rebuilt on demand
+            self._keys[target] = key
         found: Entry | StoredFile | None
         if key.kind is Kind.TARBALL:
             found = self.cache.known_file(key)
@@ -107,27 +122,19 @@ class FastPath:
             found = self.cache.fresh_entry(key)
         if found is None:
             return None
-        until = float("inf") if isinstance(found, StoredFile) else self.cache.fresh_until(found)
-        prepared = _prepare(found, self.ttl, until)
-        if len(self._prepared) > 100_000:
-            self._prepared.clear()  # bounded; rebuilt on demand
-        self._prepared[target] = prepared
+        prepared = found.memo.value
+        if not isinstance(prepared, Prepared):
+            prepared = _prepare(found, self.ttl)
+            found.memo.value = prepared
         return prepared
 
-    def _still_good(self, prepared: Prepared) -> bool:
-        """Is this still what the cache holds, and (for registry files) still fresh?"""
-        if prepared.tarball:
-            return self.cache.known_file(prepared.key) is prepared.entry
-        return (
-            time.time() < prepared.fresh_until
-            and self.cache.memory_entry(prepared.key) is prepared.entry
-        )
-
     def record(
-        self, remote: str, method: str, path: str, status: int, size: int, started: float,
-        user_agent: str, prepared: Prepared,
+        self, remote: str, request: RequestHead, status: int, size: int, started: float,
+        prepared: Prepared,
     ) -> None:  # fmt: skip
         """The same bookkeeping aiohttp's path does: metrics and one access-log line."""
+        method = request.method.decode()
+        path = request.target.decode("ascii")
         traffic = self.traffic
         if traffic is not None:
             traffic.requests[(prepared.route, status, "HIT")] += 1
@@ -135,31 +142,24 @@ class FastPath:
                 traffic.bytes[prepared.route] += size
             if prepared.package is not None:
                 traffic.packages[prepared.package] += 1
-        if prepared.tarball and self.touch is not None:
+        if prepared.key.kind is Kind.TARBALL and self.touch is not None:
             self.touch(path)
         if self.access_log is not None:
             seconds = time.perf_counter() - started
+            user_agent = request.user_agent.decode("ascii")
             self.access_log.line(remote, method, path, status, "HIT", size, seconds, user_agent)
 
 
 def _key_for(target: bytes) -> CacheKey | None:
-    if target == b"/names":
-        return NAMES
-    if target == b"/versions":
-        return VERSIONS
-    text = target.decode("ascii", "replace")
-    if text.startswith("/packages/"):
-        name = text[10:]
-        return CacheKey(Kind.PACKAGE, name) if is_valid_name(name) else None
-    if text.startswith("/tarballs/"):
-        try:
-            return tarball_key(*parse_tarball_filename(text[10:]))
-        except InvalidRequest:
-            return None
-    return None
+    """The key of a target the fast path serves, by the one mapping the routes use."""
+    try:
+        key = key_for_path(target.decode("ascii"))
+    except HexproxyError:
+        return None  # aiohttp answers it (400)
+    return key if key is not None and key.kind in _ROUTES else None
 
 
-def _prepare(found: Entry | StoredFile, ttl: float, fresh_until: float) -> Prepared:
+def _prepare(found: Entry | StoredFile, ttl: float) -> Prepared:
     if isinstance(found, StoredFile):
         headers = file_headers(found, Status.HIT)
         size = found.size
@@ -173,24 +173,19 @@ def _prepare(found: Entry | StoredFile, ttl: float, fresh_until: float) -> Prepa
     )
     kind = found.key.kind
     return Prepared(
-        entry=found,
         key=found.key,
-        fresh_until=fresh_until,
-        tarball=kind is Kind.TARBALL,
+        body=None if isinstance(found, StoredFile) else found.body,
+        path=found.path if isinstance(found, StoredFile) else None,
+        size=size,
         package=found.key.name if kind in (Kind.PACKAGE, Kind.TARBALL) else None,
         headers=(lines + extra).encode("latin-1"),
         not_modified_headers=(not_modified + "Server: hexproxy\r\n").encode("latin-1"),
         etag=found.etag,
-        route=_ROUTES[found.key.kind],
+        route=_ROUTES[kind],
     )
 
 
-def _matches(header: bytes, etag: str) -> bool:
-    for candidate in header.decode("latin-1").split(","):
-        value = candidate.strip()
-        if value == "*" or value.removeprefix("W/") == etag:
-            return True
-    return False
+_Queued = tuple[bytes, RequestHead, Prepared | None]
 
 
 class FastPathProtocol(asyncio.Protocol):
@@ -207,14 +202,18 @@ class FastPathProtocol(asyncio.Protocol):
         self.registry = registry
         self.inner: Any = None
         self.transport: asyncio.Transport | None = None
-        self.buffer = b""
+        self.buffer = b""  # received, not yet read as a head
+        # Heads read, waiting for their answer while a sendfile runs or the client does not
+        # read (the answer looked up with them, or None to look up again).
+        self.queue: deque[_Queued] = deque()
         self.paused = False
-        self.busy = False  # a sendfile is under way; later requests wait in the buffer
+        self.busy = False  # a sendfile is under way; later requests wait in the queue
         # The running sendfile task (the loop keeps only weak references to tasks).
         # While it runs, loop.sendfile pauses reading, so pipelined requests stay bounded.
         self.sending: asyncio.Task[None] | None = None
         self.reading_paused = False
         self.remote = "-"
+        self.heads = HeadReader()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, hence the cast.
@@ -235,49 +234,71 @@ class FastPathProtocol(asyncio.Protocol):
         while (
             not self.paused and not self.busy and self.inner is None and self.transport is not None
         ):
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self.buffer) > MAX_HEAD:
-                    self._hand_over()
+            if not self.queue and not self._take_buffer():
                 return
-            if not self._answer(self.buffer[:end]):
+            if not self.queue:
+                return  # waiting for the rest of a head
+            head, request, prepared = self.queue[0]
+            if prepared is None:  # read before a pause: the cache may have moved on
+                prepared = self.fast.lookup(request.target)
+            if prepared is None or not self._answer(request, prepared):
                 self._hand_over()
                 return
-            self.buffer = self.buffer[end + 4 :]
+            self.queue.popleft()
+        for i, (head, request, _) in enumerate(self.queue):
+            self.queue[i] = (head, request, None)  # looked up again when they are answered
 
-    def _answer(self, head: bytes) -> bool:
-        """Answer one request head; False if aiohttp must take it."""
+    def _take_buffer(self) -> bool:
+        """Read every complete head buffered. aiohttp answers a read that holds a head it
+        refuses with one 400 and nothing else, and refuses data after ``Connection:
+        close``; so the fast path takes the heads only if it can answer all of them, and
+        otherwise hands over everything it has not answered. False once handed over."""
+        buffer, start = self.buffer, 0
+        taken: list[_Queued] = []
+        while (end := buffer.find(b"\r\n\r\n", start)) >= 0:
+            head = buffer[start : end + 4]
+            request = self.heads.read(head)
+            prepared = self.fast.lookup(request.target) if request is not None else None
+            if request is None or prepared is None:
+                self._hand_over()
+                return False
+            taken.append((head, request, prepared))
+            start = end + 4
+            if request.close and start < len(buffer):
+                self._hand_over()
+                return False
+        rest = buffer[start:]
+        if not plain_start(rest):
+            self._hand_over()  # too long, or no head we take: aiohttp answers now
+            return False
+        self.queue.extend(taken)
+        self.buffer = rest
+        return True
+
+    def _answer(self, request: RequestHead, prepared: Prepared) -> bool:
+        """Answer one request; False if aiohttp must take it."""
         started = time.perf_counter()
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ")
-        if len(parts) != 3 or parts[2] != b"HTTP/1.1" or parts[0] not in (b"GET", b"HEAD"):
-            return False
-        prepared = self.fast.lookup(parts[1])
-        if prepared is None:
-            return False
-        fields = _fields(lines[1:])
-        if fields is None:
-            return False
-        if_none_match, close, user_agent = fields
-        not_modified = bool(if_none_match) and _matches(if_none_match, prepared.etag)
-        sendfile = isinstance(prepared.entry, StoredFile) and parts[0] == b"GET"
+        not_modified = bool(request.if_none_match) and etag_matches(
+            request.if_none_match, prepared.etag
+        )
+        get = request.method == b"GET"
         fd = -1
-        if sendfile and not not_modified:
-            fd = self._open(prepared.entry)  # type: ignore[arg-type]
+        if get and not not_modified and prepared.path is not None:
+            fd = self._open(prepared.path, prepared.size)
             if fd < 0:
                 return False  # pruned or replaced: aiohttp re-reads the cache
-        tail = b"Connection: close\r\n\r\n" if close else b"\r\n"
+        tail = b"Connection: close\r\n\r\n" if request.close else b"\r\n"
         if not_modified:
             out = _NOT_MODIFIED + prepared.not_modified_headers + self.fast.date() + tail
         else:
             out = _OK + prepared.headers + self.fast.date() + tail
-            if parts[0] == b"GET" and isinstance(prepared.entry, Entry):
-                out += prepared.entry.body
+            if get and prepared.body is not None:
+                out += prepared.body
         assert self.transport is not None
         self.transport.write(out)
         status = 304 if not_modified else 200
-        size = 0 if not_modified else _size(prepared)
-        done = _Done(self, parts, status, size, started, user_agent, prepared, close)
+        size = prepared.size if get and not not_modified else 0
+        done = _Done(self, request, status, size, started, prepared)
         sent = self._sendfile_now(fd, size) if fd >= 0 else size
         if sent < 0:
             return True  # the client is gone; the transport is closed
@@ -309,12 +330,12 @@ class FastPathProtocol(asyncio.Protocol):
             return -1
 
     @staticmethod
-    def _open(stored: StoredFile) -> int:
+    def _open(path: Path, size: int) -> int:
         try:
-            fd = os.open(stored.path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY)
         except OSError:
             return -1
-        if os.fstat(fd).st_size != stored.size:
+        if os.fstat(fd).st_size != size:
             os.close(fd)
             return -1
         return fd
@@ -337,13 +358,16 @@ class FastPathProtocol(asyncio.Protocol):
         self._serve()
 
     def _hand_over(self) -> None:
-        """From now on aiohttp owns this connection, starting with what is buffered."""
+        """From now on aiohttp owns this connection, starting with every byte received and
+        not yet answered."""
         assert self.transport is not None
         self.inner = self.make_inner()
         self.inner.connection_made(self.transport)
         if self.paused:
             self.inner.pause_writing()
-        data, self.buffer = self.buffer, b""
+        data = b"".join(head for head, _, _ in self.queue) + self.buffer
+        self.queue.clear()
+        self.buffer = b""
         if data:
             self.inner.data_received(data)
 
@@ -382,63 +406,20 @@ class FastPathProtocol(asyncio.Protocol):
 class _Done:
     """What to do once an answer has been sent: log it, count it, close if asked."""
 
-    __slots__ = (
-        "close",
-        "parts",
-        "prepared",
-        "protocol",
-        "size",
-        "started",
-        "status",
-        "user_agent",
-    )
+    __slots__ = ("prepared", "protocol", "request", "size", "started", "status")
 
     def __init__(
-        self, protocol: FastPathProtocol, parts: list[bytes], status: int, size: int,
-        started: float, user_agent: bytes, prepared: Prepared, close: bool,
+        self, protocol: FastPathProtocol, request: RequestHead, status: int, size: int,
+        started: float, prepared: Prepared,
     ) -> None:  # fmt: skip
-        self.protocol, self.parts, self.status, self.size = protocol, parts, status, size
-        self.started, self.user_agent, self.prepared, self.close = (
-            started,
-            user_agent,
-            prepared,
-            close,
-        )
+        self.protocol, self.request, self.status = protocol, request, status
+        self.size, self.started, self.prepared = size, started, prepared
 
     def finish(self) -> None:
         protocol = self.protocol
         protocol.fast.record(
-            protocol.remote, self.parts[0].decode(), self.parts[1].decode("latin-1"),
-            self.status, self.size if self.parts[0] == b"GET" else 0, self.started,
-            self.user_agent.decode("latin-1"), self.prepared,
-        )  # fmt: skip
-        if self.close and protocol.transport is not None:
+            protocol.remote, self.request, self.status, self.size, self.started, self.prepared
+        )
+        if self.request.close and protocol.transport is not None:
             protocol.transport.close()
             protocol.transport = None
-
-
-def _fields(lines: list[bytes]) -> tuple[bytes, bool, bytes] | None:
-    """If-None-Match, Connection: close and User-Agent; None if aiohttp must judge."""
-    if_none_match = b""
-    close = False
-    user_agent = b""
-    for line in lines:
-        name, sep, value = line.partition(b":")
-        if not sep or name != name.strip():
-            return None  # malformed: let aiohttp answer 400
-        lower = name.lower()
-        if lower in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
-            if lower != b"content-length" or value.strip() != b"0":
-                return None
-        elif lower == b"if-none-match":
-            if_none_match = value.strip()
-        elif lower == b"connection":
-            close = b"close" in value.lower()
-        elif lower == b"user-agent":
-            user_agent = value.strip()
-    return if_none_match, close, user_agent
-
-
-def _size(prepared: Prepared) -> int:
-    entry = prepared.entry
-    return entry.size if isinstance(entry, StoredFile) else len(entry.body)

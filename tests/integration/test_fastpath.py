@@ -4,6 +4,7 @@ everything else, on the same connection, to aiohttp."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import os
@@ -13,9 +14,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hexproxy.cachekey import tarball_key
+from hexproxy import cache as cache_module
+from hexproxy.cachekey import package_key, tarball_key
 from hexproxy.config import Config
+from hexproxy.entries import Entry
 from hexproxy.server import Running, start
+from hexproxy.web.fastpath import Prepared
 from hexproxy.web.ops import EVICTOR, METRICS
 from hexproxy.web.state import CACHE
 from tests.conftest import Upstream
@@ -93,6 +97,15 @@ async def raw(port: int, payload: bytes, expect: int) -> list[bytes]:
     return answers
 
 
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await asyncio.wait_for(reader.readexactly(length), 10)
+
+
 def get(path: str, extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
 
@@ -102,14 +115,34 @@ async def test_pipelined_requests_keep_their_order_across_the_handover(
 ) -> None:
     proxy = await running()
     await raw(proxy.port, get("/packages/alpha") + get("/packages/beta"), 2)  # warm both
-    tarball = upstream.repo.files["tarballs/beta-2.0.0.tar"]
-    payload = get("/packages/alpha") + get("/tarballs/beta-2.0.0.tar") + get("/packages/beta")
-    answers = await raw(proxy.port, payload, 3)
-    assert answers[0].endswith(upstream.repo.files["packages/alpha"])
-    assert b"Server: hexproxy" in answers[0]
-    assert answers[1].endswith(tarball)
-    assert answers[2].endswith(upstream.repo.files["packages/beta"])
-    assert b"Server: hexproxy" not in answers[2]  # the connection now belongs to aiohttp
+    files = upstream.repo.files
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(get("/packages/alpha"))
+        first = await read_answer(reader)
+        assert b"Server: hexproxy" in first and first.endswith(files["packages/alpha"])
+        # A later read the fast path cannot answer whole: all of it goes to aiohttp, in order.
+        writer.write(get("/tarballs/beta-2.0.0.tar") + get("/packages/beta"))
+        second, third = await read_answer(reader), await read_answer(reader)
+    finally:
+        writer.close()
+    assert second.endswith(files["tarballs/beta-2.0.0.tar"])
+    assert third.endswith(files["packages/beta"])
+    assert b"Server: hexproxy" not in third  # the connection now belongs to aiohttp
+
+
+async def test_a_read_is_answered_whole_by_one_side(running: Any, upstream: Upstream) -> None:
+    """aiohttp answers a read with one 400 if any head in it is bad, so the fast path
+    answers a read only if it can answer every request in it."""
+    proxy = await running()
+    await raw(proxy.port, get("/packages/alpha") + get("/packages/beta"), 2)  # warm both
+    files = upstream.repo.files
+    answers = await raw(proxy.port, get("/packages/alpha") + get("/packages/gamma"), 2)
+    assert all(b"Server: hexproxy" not in a for a in answers)  # gamma is a miss: aiohttp's
+    assert answers[0].endswith(files["packages/alpha"])
+    assert answers[1].endswith(files["packages/gamma"])
+    answers = await raw(proxy.port, get("/packages/alpha") + get("/packages/beta"), 2)
+    assert all(b"Server: hexproxy" in a for a in answers)
 
 
 async def test_what_the_fast_path_leaves_to_aiohttp(running: Any, upstream: Upstream) -> None:
@@ -244,3 +277,27 @@ async def test_large_tarball_sent_in_several_pieces(running: Any, upstream: Upst
     for answer in answers[:3]:
         assert answer.endswith(big["tarballs/huge-1.0.0.tar"])
     assert answers[3].endswith(big["packages/huge"])
+
+
+async def test_prepared_answers_live_and_die_with_the_cache_entry(
+    running: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path keeps no answers of its own: what the cache's memory budget drops is
+    gone, body and all."""
+    monkeypatch.setattr(cache_module, "MEMORY_BUDGET", 1)  # room for one entry at a time
+    proxy = await running()
+    cache = proxy.runner.app[CACHE]
+    held: list[Entry] = []
+    for path in ("/packages/alpha", "/packages/beta"):
+        await raw(proxy.port, get(path), 1)  # the miss, through aiohttp
+        (hit,) = await raw(proxy.port, get(path), 1)
+        assert b"Server: hexproxy" in hit
+        entry = cache.fresh_entry(package_key(path.rsplit("/", 1)[1]))
+        assert isinstance(entry.memo.value, Prepared) and entry.memo.value.body is entry.body
+        held.append(entry)
+    alpha = held.pop(0)  # beta came in: the cache dropped alpha, with its prepared answer
+    assert cache.fresh_entry(package_key("alpha")) is None
+    gc.collect()
+    assert gc.get_referrers(alpha) == [], "something still holds the dropped entry"
+    (again,) = await raw(proxy.port, get("/packages/alpha"), 1)
+    assert b"Server: hexproxy" not in again  # back through the policy, from disk
