@@ -1,21 +1,91 @@
-"""Shared pieces of the fault and abuse suite: many clients at once, a throttled upstream
-that can also lie about sizes, and an independent check of everything in the cache."""
+"""Shared pieces of the fault and abuse suite: the proxy under test (in this process, or
+``hexproxy serve`` as users start it), many clients at once, a throttled upstream that can
+also lie about sizes, and an independent check of everything in the cache."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from hexproxy.registry import verify_package
+from tests.conftest import ProxyFactory, Upstream
 from tests.support.keys import test_private_key
+from tests.support.proxy_process import ProxyProcess, ProxyProcesses
 
 CLIENTS = 200
+
+
+@dataclass
+class Served:
+    """A proxy under test: built with ``create_app`` in this process (``process`` is None),
+    or the real ``hexproxy serve`` in its own process, fast path on."""
+
+    host: str
+    port: int
+    cache_dir: Path
+    process: ProxyProcess | None = None
+
+    def make_url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    async def settle(self) -> None:
+        """Wait (bounded) until the cache state is final (see ``settle``)."""
+        if self.process is None:
+            await settle(self.cache_dir)
+            return
+        # Another process: only what is visible from outside, its temp files.
+        for _ in range(200):
+            if not partial_files(self.cache_dir):
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"temp files left behind: {partial_files(self.cache_dir)}")
+
+
+StartProxy = Callable[..., Awaitable[Served]]
+
+# The in-process test config's upstream timeouts (tests/conftest.py), for ``serve`` too.
+_TEST_SETTINGS = {
+    "upstream__connect_timeout": 1.0,
+    "upstream__read_timeout": 2.0,
+    "upstream__stale_timeout": 0.5,
+}
+
+
+@pytest.fixture(params=["create_app", "serve"])
+async def start_proxy(
+    request: pytest.FixtureRequest,
+    make_proxy: ProxyFactory,
+    upstream: Upstream,
+    tmp_path: Path,
+    public_key_file: Path,
+) -> AsyncIterator[StartProxy]:
+    """``await start_proxy(upstream__url=url, cache__negative_ttl=0)``: a running proxy, once
+    in this process and once as ``hexproxy serve`` (every process stopped at teardown)."""
+    processes = ProxyProcesses(tmp_path / "proxies", public_key_file)
+
+    async def start(**overrides: Any) -> Served:
+        if request.param == "create_app":
+            client = await make_proxy(**overrides)
+            return Served(client.host, client.port, tmp_path / "cache")
+        values = {**_TEST_SETTINGS, "upstream__builds_url": upstream.url, **overrides}
+        url = values.pop("upstream__url", upstream.url)
+        settings = {name.replace("__", "_").upper(): value for name, value in values.items()}
+        cache_dir = tmp_path / "cache"
+        process = await processes.start(url, cache_dir, **settings)
+        return Served("127.0.0.1", process.port, cache_dir, process)
+
+    try:
+        yield start
+    finally:
+        await processes.stop_all()
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ import pytest
 from hexproxy.config import UpstreamConfig
 from tests.conftest import ProxyFactory, small_tree
 from tests.faults.conftest import (
+    Served,
+    StartProxy,
     ThrottledRepo,
     cache_problems,
     get_many,
-    settle,
 )
 from tests.support.keys import test_private_key
 from tests.support.repo import build_repo
@@ -41,6 +42,15 @@ async def _proxy(
     return await make_proxy(upstream__url=upstream, upstream__builds_url=upstream, **overrides)
 
 
+async def _served(
+    aiohttp_server: Any, start_proxy: StartProxy, repo: ThrottledRepo, **overrides: Any
+) -> Served:
+    """In this process and as ``hexproxy serve``."""
+    server = await aiohttp_server(repo.app())
+    upstream = str(server.make_url("")).rstrip("/")
+    return await start_proxy(upstream__url=upstream, upstream__builds_url=upstream, **overrides)
+
+
 def test_default_tarball_limit_is_hex_cores() -> None:
     """hex_core refuses tarballs over 16 MiB; so does the proxy, out of the box."""
     assert UpstreamConfig().max_tarball_size == 16 * MiB
@@ -48,44 +58,36 @@ def test_default_tarball_limit_is_hex_cores() -> None:
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["declared-length", "chunked"])
 async def test_oversized_tarball_is_cut_off(
-    aiohttp_server: Any,
-    make_proxy: ProxyFactory,
-    files: dict[str, bytes],
-    tmp_path: Path,
-    chunked: bool,
+    aiohttp_server: Any, start_proxy: StartProxy, files: dict[str, bytes], chunked: bool
 ) -> None:
     huge = random.Random(1).randbytes(4 * MiB)  # 16x the limit below
     repo = ThrottledRepo(dict(files), chunked=chunked, override={TARBALL: huge})
-    client = await _proxy(aiohttp_server, make_proxy, repo, upstream__max_tarball_size=256 * 1024)
+    proxy = await _served(aiohttp_server, start_proxy, repo, upstream__max_tarball_size=256 * 1024)
 
-    answers = await get_many(str(client.make_url("/" + TARBALL)), 20)
+    answers = await get_many(proxy.make_url("/" + TARBALL), 20)
 
     assert not any(a.status == 200 and a.body is not None for a in answers)
     assert all(a.body is None or len(a.body) < 512 * 1024 for a in answers)
-    cache_dir = tmp_path / "cache"
-    await settle(cache_dir)
+    cache_dir = proxy.cache_dir
+    await proxy.settle()
     assert not (cache_dir / "tarballs/alpha/alpha-1.0.0.tar").exists()
     assert cache_problems(cache_dir, files) == []
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["declared-length", "chunked"])
 async def test_oversized_registry_file_is_cut_off(
-    aiohttp_server: Any,
-    make_proxy: ProxyFactory,
-    files: dict[str, bytes],
-    tmp_path: Path,
-    chunked: bool,
+    aiohttp_server: Any, start_proxy: StartProxy, files: dict[str, bytes], chunked: bool
 ) -> None:
     repo = ThrottledRepo(
         dict(files), chunked=chunked, override={"packages/alpha": b"\x1f\x8b" * (2 * MiB)}
     )
-    client = await _proxy(aiohttp_server, make_proxy, repo, upstream__max_registry_size=MiB)
+    proxy = await _served(aiohttp_server, start_proxy, repo, upstream__max_registry_size=MiB)
 
-    answers = await get_many(str(client.make_url("/packages/alpha")), 20)
+    answers = await get_many(proxy.make_url("/packages/alpha"), 20)
 
     assert all(a.status >= 500 for a in answers), {a.status for a in answers}
-    assert not (tmp_path / "cache/registry/packages/alpha").exists()
-    assert cache_problems(tmp_path / "cache", files) == []
+    assert not (proxy.cache_dir / "registry/packages/alpha").exists()
+    assert cache_problems(proxy.cache_dir, files) == []
 
 
 def gzip_bomb(expanded: int) -> bytes:

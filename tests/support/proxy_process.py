@@ -76,6 +76,12 @@ class ProxyProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The process started (with ``--workers N``, the parent of the workers)."""
+        assert self._proc is not None, "not running"
+        return self._proc.pid
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
