@@ -2,13 +2,13 @@
 
 Workers each bind the listening address with SO_REUSEPORT, so the kernel spreads
 connections between them; they share the cache directory, and downloads take a
-lock file so one object is fetched once across all of them.
+lock file so one object is fetched once across all of them. The parent only keeps
+them running (supervisor.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -22,6 +22,7 @@ from aiohttp import web
 
 from .config import Config
 from .storage import FileStorage
+from .supervisor import Supervisor
 from .web import create_app
 from .web.accesslog import AccessLog, logger_class
 from .web.fastpath import FastPath, FastPathProtocol
@@ -137,8 +138,8 @@ async def start(config: Config, *, sweep_temp: bool = True) -> Running:
     return Running(runner, listener, connections, access_log)
 
 
-async def run(config: Config, *, sweep_temp: bool = True) -> None:
-    """Serve until SIGTERM or SIGINT."""
+async def run(config: Config, *, sweep_temp: bool = True, ready_fd: int | None = None) -> None:
+    """Serve until SIGTERM or SIGINT. A worker tells its parent it listens on ``ready_fd``."""
     running = await start(config, sweep_temp=sweep_temp)
     log.info(
         "hexproxy (pid %d) serving http://%s (cache %s, upstream %s%s)",
@@ -152,6 +153,9 @@ async def run(config: Config, *, sweep_temp: bool = True) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if ready_fd is not None:
+        os.write(ready_fd, b"R")
+        os.close(ready_fd)
     try:
         await stop.wait()
     finally:
@@ -163,33 +167,9 @@ def serve(config: Config) -> int:
     if config.server.workers == 1:
         asyncio.run(run(config))
         return 0
-    return _serve_workers(config)
-
-
-def _serve_workers(config: Config) -> int:
     FileStorage(config.cache_dir).prepare()  # once, before any worker writes
-    children: list[int] = []
-    for _ in range(config.server.workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                asyncio.run(run(config, sweep_temp=False))
-            except BaseException:
-                log.exception("worker crashed")
-                code = 1
-            os._exit(code)
-        children.append(pid)
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signum)
+    def work(ready_fd: int) -> None:
+        asyncio.run(run(config, sweep_temp=False, ready_fd=ready_fd))
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    status = 0
-    for child in children:
-        _, code = os.waitpid(child, 0)
-        status = status or os.waitstatus_to_exitcode(code)
-    return 0 if status in (0, -signal.SIGTERM, -signal.SIGINT) else 1
+    return Supervisor(config.server.workers, work).run()
