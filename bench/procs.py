@@ -59,14 +59,14 @@ class Processes:
     ) -> None:
         self.stop_all()
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], cwd: Path = REPO_ROOT) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=REPO_ROOT,
+            cwd=cwd,
             start_new_session=True,
         )
         log.close()
@@ -104,13 +104,20 @@ class Processes:
         return f"http://127.0.0.1:{port_file.read_text().strip()}"
 
     def hexproxy(
-        self, *, upstream: str, cache_dir: Path, public_key: Path, workers: int
+        self,
+        *,
+        upstream: str,
+        cache_dir: Path,
+        public_key: Path,
+        workers: int,
+        source: Path = REPO_ROOT,
     ) -> tuple[str, subprocess.Popen[bytes]]:
+        """``python -m hexproxy serve``, importing hexproxy from ``source`` (a checkout)."""
         port = free_port()
         argv = [sys.executable, "-m", "hexproxy", "serve", "--listen", f"127.0.0.1:{port}"]
         argv += ["--upstream", upstream, "--cache-dir", str(cache_dir)]
         argv += ["--public-key", str(public_key), "--workers", str(workers)]
-        proc = self.start(f"hexproxy-w{workers}", argv)
+        proc = self.start(f"hexproxy-w{workers}", argv, cwd=source)
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_ok(url + "/_hexproxy/health"), "hexproxy")
         return url, proc

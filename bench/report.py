@@ -91,13 +91,20 @@ def _cell(row: dict[str, Any] | None, nginx: dict[str, Any], big: bool) -> str:
     )
 
 
+BASELINE = "hexproxy-2w-baseline"  # another checkout, measured in the same rounds
+
+
 def warm_table(rows: list[dict[str, Any]]) -> list[str]:
+    kinds = ["hexproxy-2w", "hexproxy-1w", "bare-aiohttp-2w"]
+    titles = "| hexproxy 2 workers | hexproxy 1 worker | bare aiohttp, 2 workers |"
+    if any(row["server"] == BASELINE for row in rows):
+        kinds.insert(1, BASELINE)
+        titles = titles.replace(" | hexproxy 1", " | baseline (--baseline), 2 workers | hexproxy 1")
     lines = [
         "Each cell: throughput, ratio to nginx, p50/p99 latency, server CPU time per request.",
         "",
-        "| object | conns | nginx (2 workers) | hexproxy 2 workers | hexproxy 1 worker "
-        "| bare aiohttp, 2 workers |",
-        "|---|---:|---|---|---|---|",
+        "| object | conns | nginx (2 workers) " + titles,
+        "|---|---:|---" + "|---" * len(kinds) + "|",
     ]
     seen: list[tuple[str, int]] = []
     for row in rows:
@@ -108,10 +115,7 @@ def warm_table(rows: list[dict[str, Any]]) -> list[str]:
         assert nginx is not None
         big = target != "small /packages/tiny"
         nginx_rate = f"{nginx['mb_per_s']:,.0f} MB/s" if big else f"{nginx['rps']:,.0f} req/s"
-        cells = [
-            _cell(_find(rows, kind, target, conc), nginx, big)
-            for kind in ("hexproxy-2w", "hexproxy-1w", "bare-aiohttp-2w")
-        ]
+        cells = [_cell(_find(rows, kind, target, conc), nginx, big) for kind in kinds]
         lines.append(
             f"| {target} | {conc} | {nginx_rate}, {nginx['p50_ms']:.2f}/{nginx['p99_ms']:.2f} ms, "
             f"{nginx['cpu_us_per_request']:,.0f} µs | " + " | ".join(cells) + " |"

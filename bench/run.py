@@ -85,6 +85,14 @@ def warm_servers(procs: Processes, ctx: dict[str, Any]) -> dict[str, tuple[str, 
             public_key=ctx["pem"],
             workers=workers,
         )
+    if ctx.get("baseline"):  # the same server from another checkout, for before/after
+        servers[report.BASELINE] = procs.hexproxy(
+            upstream=ctx["upstream"],
+            cache_dir=ctx["workdir"] / "cache-warm-baseline",
+            public_key=ctx["pem"],
+            workers=2,
+            source=ctx["baseline"],
+        )
     servers["bare-aiohttp-2w"] = procs.bare_aiohttp(ctx["root"] / SMALL.lstrip("/"), workers=2)
     for kind, (url, _) in servers.items():
         for path in TARGETS.values():
@@ -252,6 +260,7 @@ def context(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "rate": args.rate * 1e6,
         "memory_rate": args.memory_rate * 1e6,
+        "baseline": args.baseline,
     }
 
 
@@ -272,6 +281,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--format", default="speedscope", help="py-spy output format")
     parser.add_argument("--output", default="profile.json", help="py-spy output file")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    parser.add_argument(
+        "--baseline",
+        type=lambda s: Path(s).resolve(),
+        help="warm: also run hexproxy (2 workers) from this checkout, in the same rounds",
+    )
     return parser.parse_args(argv)
 
 
