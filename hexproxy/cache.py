@@ -116,9 +116,13 @@ class Cache:
             return entry
         return None
 
-    def fresh_until(self, entry: Entry) -> float:
+    def memory_entry(self, key: CacheKey) -> Entry | None:
+        """What this process holds in memory for ``key``, fresh or not (no I/O)."""
+        return self._memory.get(key)
+
+    def fresh_until(self, entry: Entry | StoredFile) -> float:
         """When ``entry`` stops being a HIT (revalidation, or a stale answer, is due)."""
-        if self.offline or not entry.key.is_mutable:
+        if self.offline or isinstance(entry, StoredFile) or not entry.key.is_mutable:
             return float("inf")
         return entry.meta.validated_at + self.config.cache.registry_ttl
 

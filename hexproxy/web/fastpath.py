@@ -57,6 +57,8 @@ _ROUTES = {
     Kind.TARBALL: "/tarballs/{filename}",
 }
 MAX_KEYS = 10_000  # request targets remembered with their cache key
+MAX_HEADS = 4096  # accepted request heads remembered with what they ask...
+REMEMBERED_HEAD = 512  # ...if no longer than this (a CI client's are 100-300 bytes)
 
 
 @dataclass(slots=True)
@@ -67,6 +69,7 @@ class Prepared:
     to the entry itself: no cycle, and the memory goes the moment the cache drops it."""
 
     key: CacheKey
+    fresh_until: float  # the entry's, which never changes: a revalidated entry is a new one
     body: bytes | None  # a registry file's bytes; None for a stored file (sendfile)
     path: Path | None  # the stored file
     size: int
@@ -94,6 +97,7 @@ class FastPath:
         self.access_log = access_log
         self.traffic = traffic
         self._keys: dict[bytes, CacheKey] = {}  # target -> key: saves re-parsing the path
+        self._heads: dict[bytes, RequestHead] = {}  # see read()
         self._date_second = 0
         self._date = b""
 
@@ -104,6 +108,21 @@ class FastPath:
             self._date = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
         return self._date
 
+    def read(self, reader: HeadReader, head: bytes) -> RequestHead | None:
+        """What ``head`` asks, if the fast path may answer it (``reader`` is the
+        connection's). A fleet's clients send byte-identical heads for the same file, and
+        what a head says depends on its bytes alone (llhttp reads each from the start of
+        a message), so accepted heads are remembered: each distinct one is read once per
+        process, in a table bounded to MAX_HEADS x REMEMBERED_HEAD bytes."""
+        request = self._heads.get(head)
+        if request is None:
+            request = reader.read(head)
+            if request is not None and len(head) <= REMEMBERED_HEAD:
+                if len(self._heads) >= MAX_HEADS:
+                    self._heads.clear()  # rebuilt on demand
+                self._heads[head] = request
+        return request
+
     def lookup(self, target: bytes) -> Prepared | None:
         """The prepared answer for a fresh in-memory entry or a known stored tarball,
         else None (aiohttp decides)."""
@@ -112,20 +131,20 @@ class FastPath:
             key = _key_for(target)
             if key is None:
                 return None
-            if len(self._keys) >= MAX_KEYS:
-                self._keys.clear()  # bounded; rebuilt on demand
-            self._keys[target] = key
-        found: Entry | StoredFile | None
-        if key.kind is Kind.TARBALL:
-            found = self.cache.known_file(key)
-        else:
-            found = self.cache.fresh_entry(key)
+        cache = self.cache
+        found = cache.known_file(key) if key.kind is Kind.TARBALL else cache.memory_entry(key)
         if found is None:
             return None
         prepared = found.memo.value
         if not isinstance(prepared, Prepared):
-            prepared = _prepare(found, self.ttl)
+            prepared = _prepare(found, self.ttl, cache.fresh_until(found))
             found.memo.value = prepared
+            if len(self._keys) >= MAX_KEYS:
+                self._keys.clear()  # bounded; rebuilt on demand
+            # The cache's own key object: the dict lookups above then match by identity.
+            self._keys[target] = found.key
+        if cache.clock() >= prepared.fresh_until:
+            return None  # due for revalidation: the policy's
         return prepared
 
     def record(
@@ -159,7 +178,7 @@ def _key_for(target: bytes) -> CacheKey | None:
     return key if key is not None and key.kind in _ROUTES else None
 
 
-def _prepare(found: Entry | StoredFile, ttl: float) -> Prepared:
+def _prepare(found: Entry | StoredFile, ttl: float, fresh_until: float) -> Prepared:
     if isinstance(found, StoredFile):
         headers = file_headers(found, Status.HIT)
         size = found.size
@@ -174,6 +193,7 @@ def _prepare(found: Entry | StoredFile, ttl: float) -> Prepared:
     kind = found.key.kind
     return Prepared(
         key=found.key,
+        fresh_until=fresh_until,
         body=None if isinstance(found, StoredFile) else found.body,
         path=found.path if isinstance(found, StoredFile) else None,
         size=size,
@@ -234,10 +254,19 @@ class FastPathProtocol(asyncio.Protocol):
         while (
             not self.paused and not self.busy and self.inner is None and self.transport is not None
         ):
-            if not self.queue and not self._take_buffer():
-                return
             if not self.queue:
-                return  # waiting for the rest of a head
+                buffer = self.buffer
+                end = buffer.find(b"\r\n\r\n")
+                if end >= 0 and end + 4 == len(buffer):  # one whole request: the usual read
+                    request = self.fast.read(self.heads, buffer)
+                    prepared = None if request is None else self.fast.lookup(request.target)
+                    if request is None or prepared is None or not self._answer(request, prepared):
+                        self._hand_over()
+                        return
+                    self.buffer = b""
+                    continue
+                if not buffer or not self._take_buffer() or not self.queue:
+                    return  # nothing to answer yet, or handed over
             head, request, prepared = self.queue[0]
             if prepared is None:  # read before a pause: the cache may have moved on
                 prepared = self.fast.lookup(request.target)
@@ -257,7 +286,7 @@ class FastPathProtocol(asyncio.Protocol):
         taken: list[_Queued] = []
         while (end := buffer.find(b"\r\n\r\n", start)) >= 0:
             head = buffer[start : end + 4]
-            request = self.heads.read(head)
+            request = self.fast.read(self.heads, head)
             prepared = self.fast.lookup(request.target) if request is not None else None
             if request is None or prepared is None:
                 self._hand_over()

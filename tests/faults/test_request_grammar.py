@@ -204,6 +204,10 @@ HOSTILE: dict[str, tuple[bytes, list[int]]] = {
         b"GET /packages/alpha HTTP/1.1\r\nHost: x\r\n\r\n0\r\n\r\n",
         [400],
     ),
+    "good-then-the-start-of-a-bad-one": (
+        b"GET /packages/alpha HTTP/1.1\r\nHost: x\r\n\r\nGET /packages/beta HTTP/1.1\r\nHost : x",
+        [400],
+    ),
     "close-then-more": (
         b"GET /packages/alpha HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         [400],

@@ -19,8 +19,10 @@ from hexproxy.cachekey import package_key, tarball_key
 from hexproxy.config import Config
 from hexproxy.entries import Entry
 from hexproxy.server import Running, start
-from hexproxy.web.fastpath import Prepared
+from hexproxy.web import fastpath
+from hexproxy.web.fastpath import FastPath, Prepared
 from hexproxy.web.ops import EVICTOR, METRICS
+from hexproxy.web.requesthead import HeadReader
 from hexproxy.web.state import CACHE
 from tests.conftest import Upstream
 from tests.support.keys import test_private_key as key
@@ -301,3 +303,20 @@ async def test_prepared_answers_live_and_die_with_the_cache_entry(
     assert gc.get_referrers(alpha) == [], "something still holds the dropped entry"
     (again,) = await raw(proxy.port, get("/packages/alpha"), 1)
     assert b"Server: hexproxy" not in again  # back through the policy, from disk
+
+
+def test_accepted_heads_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a head asks depends on its bytes alone, so the fast path reads each distinct
+    accepted head once; the table stays bounded, and refused heads are never kept."""
+    monkeypatch.setattr(fastpath, "MAX_HEADS", 3)
+    fast = FastPath(None, 300.0, None, None)  # type: ignore[arg-type]  # no lookups here
+    reader = HeadReader()
+    for i in range(10):
+        head = get("/packages/alpha", f"User-Agent: mix/{i}\r\n")
+        assert fast.read(reader, head) == HeadReader().read(head)
+        assert fast.read(reader, head) is fast.read(reader, head)  # remembered
+        assert len(fast._heads) <= 3
+    refused = b"GET /packages/alpha HTTP/1.1\r\n\r\n"  # no Host
+    assert fast.read(reader, refused) is None and refused not in fast._heads
+    long_head = get("/packages/alpha", "X-Long: " + "a" * fastpath.REMEMBERED_HEAD + "\r\n")
+    assert fast.read(reader, long_head) is not None and long_head not in fast._heads

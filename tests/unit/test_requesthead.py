@@ -131,5 +131,10 @@ def test_plain_start_waits_only_for_what_could_still_be_taken() -> None:
         b"GET / HTTP/1.1\r\nX-A: a\r\n b",
         b"\x16\x03\x01\x02\x00",  # TLS to a plain-HTTP port
         b"GET /" + b"a" * MAX_HEAD,
+        b"get / HTTP/1.1\r\n",  # llhttp refuses at the first byte: so does aiohttp, at once
+        b"GET / HTTP/1.1X",
+        b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\nAcc",
+        b"GET / HTTP/1.1\r\nContent-Length: 5\r\nAcc",
+        b"GET / HTTP/1.1\r\n" + b"X: v\r\n" * (MAX_HEADERS + 1),
     ):
         assert not plain_start(unfinished), unfinished
