@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import Config
+from .logrepeats import Repeats
 from .storage import FileStorage
 from .web import create_app
 from .web.accesslog import AccessLog, logger_class
@@ -69,7 +70,9 @@ def setup_logging(config: Config) -> None:
     else:
         handler.setFormatter(TextFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Identical lines repeated under a sustained fault become one line per interval
+    # with a count (logrepeats.py); access lines are written apart (web/accesslog.py).
+    root.handlers[:] = [Repeats(handler)]
     root.setLevel(logging.INFO)
 
 
@@ -176,6 +179,7 @@ def _serve_workers(config: Config) -> int:
             except BaseException:
                 log.exception("worker crashed")
                 code = 1
+            logging.shutdown()  # os._exit skips it: write the last aggregated counts
             os._exit(code)
         children.append(pid)
 
