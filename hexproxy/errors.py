@@ -5,6 +5,7 @@ Handlers and the CLI never inspect messages: they read ``http_status`` (and
 
     HexproxyError                    500 internal
     ├── ConfigError                  (CLI exit 2; never reaches HTTP)
+    ├── Busy                         503 another worker is fetching it; ask again shortly
     ├── InvalidRequest               400 a path or name that breaks the grammar
     ├── NotFound                     404 upstream has no such object
     │   └── NotCached                404 offline, and the cache does not hold it
@@ -15,7 +16,8 @@ Handlers and the CLI never inspect messages: they read ``http_status`` (and
     │   ├── ChecksumMismatch         tarball sha256 != signed outer_checksum
     │   └── TooLarge                 body (or gunzipped body) over its limit
     └── UpstreamError                502 upstream could not give an answer
-        ├── UpstreamUnavailable      connection refused, DNS, circuit open, offline
+        ├── UpstreamUnavailable      connection refused, DNS, offline
+        │   └── CircuitOpen          the breaker holds requests back after repeated failures
         ├── UpstreamTimeout          504 connect or read timed out
         └── UpstreamStatus           upstream answered with an unexpected status
 """
@@ -38,6 +40,13 @@ class ConfigError(HexproxyError):
     """A configuration value is invalid; the message names the key."""
 
     code = "config"
+
+
+class Busy(HexproxyError):
+    """Someone else (another worker) is fetching the object and has not finished in time."""
+
+    http_status = 503
+    code = "busy"
 
 
 class InvalidRequest(HexproxyError):
@@ -86,6 +95,12 @@ class UpstreamError(HexproxyError):
 
 class UpstreamUnavailable(UpstreamError):
     code = "upstream_unavailable"
+
+
+class CircuitOpen(UpstreamUnavailable):
+    """Not asked at all: the circuit breaker is open. Says nothing about any one object."""
+
+    code = "circuit_open"
 
 
 class UpstreamTimeout(UpstreamError):

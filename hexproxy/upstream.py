@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import aiohttp
@@ -20,6 +20,7 @@ from .breaker import CircuitBreaker
 from .cachekey import CacheKey, Kind
 from .config import UpstreamConfig
 from .errors import (
+    CircuitOpen,
     HexproxyError,
     NotFound,
     TooLarge,
@@ -46,6 +47,7 @@ class Fetched:
     body: bytes
     etag: str | None
     last_modified: str | None
+    decoded: object | None = None  # what the caller's check made of a 200 body
 
 
 def client_timeout(config: UpstreamConfig) -> aiohttp.ClientTimeout:
@@ -98,7 +100,7 @@ class Upstream:
     def _admit(self) -> None:
         if not self.breaker.allow():
             wait = self.breaker.seconds_until_retry()
-            raise UpstreamUnavailable(
+            raise CircuitOpen(
                 f"upstream is paused after {self.breaker.failures} failures "
                 f"({self.breaker.last_error}); retrying in {wait:.0f}s"
             )
@@ -115,18 +117,40 @@ class Upstream:
         limit: int,
         etag: str | None = None,
         last_modified: str | None = None,
+        check: Callable[[bytes], Awaitable[object | None]] | None = None,
     ) -> Fetched:
-        """GET a whole (small) object; conditional when validators are given."""
+        """GET a whole (small) object; conditional when validators are given.
+
+        ``check`` judges a 200 body (its result becomes ``Fetched.decoded``). The breaker
+        hears of success only once the body is whole and ``check`` accepted it: an
+        upstream that answers quickly with bad bytes (a tampered signature, a truncated
+        body) is failing, and its failures must add up to open the circuit.
+        """
         headers = {}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        async with self.open(key, headers=headers, accept=(200, 304, 404)) as resp:
-            body = await self._read_bounded(resp, limit) if resp.status == 200 else b""
-            return Fetched(
-                resp.status, body, resp.headers.get("ETag"), resp.headers.get("Last-Modified")
-            )
+        try:
+            async with self.open(
+                key, headers=headers, accept=(200, 304, 404), confirm=False
+            ) as resp:
+                body = await self._read_bounded(resp, limit) if resp.status == 200 else b""
+                fetched = Fetched(
+                    resp.status, body, resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+                )
+            if check is not None and fetched.status == 200:
+                fetched = replace(fetched, decoded=await check(fetched.body))
+        except UpstreamError:
+            raise  # open() has counted it
+        except BaseException as exc:
+            # Bad bytes count like any other failure; and an exchange cut short (even by
+            # cancellation) must not leave the breaker's single probe claimed forever.
+            message = exc.message if isinstance(exc, HexproxyError) else type(exc).__name__
+            self.breaker.record_failure(f"{key}: {message}")
+            raise
+        self.breaker.record_success()
+        return fetched
 
     @contextlib.asynccontextmanager
     async def open(
@@ -135,8 +159,14 @@ class Upstream:
         *,
         headers: dict[str, str] | None = None,
         accept: tuple[int, ...] = (200,),
+        confirm: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A streaming GET; a status outside ``accept`` raises (404 as NotFound)."""
+        """A streaming GET; a status outside ``accept`` raises (404 as NotFound).
+
+        With ``confirm`` an answer counts as a success for the breaker as soon as its
+        headers arrive: a long download in progress is proof enough that upstream
+        works, and must not hold the breaker's single probe for its whole length.
+        Without it the caller records the success once it has judged the body."""
         self._admit()
         url = self.url_for(key)
         started = time.monotonic()
@@ -146,7 +176,8 @@ class Upstream:
                     self.observer.answered(key, resp.status, time.monotonic() - started)
                 if resp.status >= 500:
                     raise UpstreamStatus(f"upstream answered {resp.status} for {key}", resp.status)
-                self.breaker.record_success()
+                if confirm:
+                    self.breaker.record_success()
                 if resp.status not in accept:
                     if resp.status == 404:
                         raise NotFound(f"{key} not found upstream")
