@@ -170,6 +170,10 @@ class Download:
         elif not self.spill:
             try:
                 await fh.write(chunk)
+                # Readers pread the file: a chunk still in Python's write buffer would
+                # be invisible to them (a trickling upstream sends chunks far smaller
+                # than the buffer).
+                await fh.flush()
                 self.disk_written += len(chunk)
             except OSError as exc:
                 log.warning(
@@ -253,6 +257,10 @@ class Download:
                 ready = self.written if (self.finished and self.error is None) else self.written - 1
                 if pos < ready:
                     data = await self._read(fd, pos, min(ready - pos, CHUNK))
+                    if not data:
+                        # Never spin on empty reads (nor send empty writes, which would
+                        # not even notice a client that left).
+                        raise HexproxyError(f"{self.key}: the cached bytes are not readable")
                     pos += len(data)
                     yield data
                 elif self.finished:
