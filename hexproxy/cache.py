@@ -7,6 +7,9 @@ serving and pre-warming share one verified path.
 Small objects (registry files, installer CSVs) are served from memory after
 their first load; immutable objects (tarballs, docs, installer builds) are
 served from disk and fetched through a shared ``Download``.
+
+Files are read and written in threads (``storage.py`` is synchronous): the event
+loop never waits for the disk. The only synchronous calls here are on memory.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -210,22 +212,28 @@ class Cache:
             meta = replace(meta, upstream_etag=etag, upstream_last_modified=modified)
         touched = replace(entry, meta=meta)
         try:
-            if self.storage.stat(entry.key) is None:
-                # An operator removed the file while we held it in memory: store it again.
-                await asyncio.to_thread(self.storage.put, entry.key, entry.body, meta)
-            else:
-                await asyncio.to_thread(self.storage.write_meta, entry.key, meta)
+            await asyncio.to_thread(self._store_revalidated, touched)
         except OSError as exc:
             log.warning("cannot record revalidation of %s (%s)", entry.key, exc.strerror)
         self._remember(touched)
         return touched
+
+    def _store_revalidated(self, entry: Entry) -> None:
+        """(In a thread.) Record the revalidation; an operator may have removed the file
+        while we held it in memory, and then it is stored again."""
+        if self.storage.stat(entry.key) is None:
+            self.storage.put(entry.key, entry.body, entry.meta)
+        else:
+            self.storage.write_meta(entry.key, entry.meta)
 
     async def _verify(self, key: CacheKey, body: bytes) -> object | None:
         """Check what upstream signed; the bytes are stored only if this returns."""
         try:
             if installs.is_csv(key):
                 return await self._verify_fetched_csv(key, body)
-            if len(body) > 256 * 1024:
+            if len(body) > 256 * 1024 or key.kind is Kind.INSTALL:
+                # Big bodies take a while to check; an installer signature is checked
+                # against the stored CSV, read from disk.
                 return await asyncio.to_thread(self.verify_bytes, key, body)
             return self.verify_bytes(key, body)
         except VerificationError as exc:
@@ -234,7 +242,8 @@ class Cache:
             raise
 
     def verify_bytes(self, key: CacheKey, body: bytes) -> object | None:
-        """Raise VerificationError unless ``body`` is a genuine ``key`` from our repository."""
+        """Raise VerificationError unless ``body`` is a genuine ``key`` from our repository.
+        (Reads storage for installer files: call it in a thread for those.)"""
         repo = self.config.upstream.repo_name
         limit = self.config.upstream.max_registry_size
         if key.kind is Kind.PACKAGE:
@@ -299,24 +308,29 @@ class Cache:
 
     async def _load(self, key: CacheKey) -> Entry | None:
         """Bring a stored small object into memory, re-verifying it on the way."""
-        body = self.storage.read(key)
-        if body is None:
-            return None
         try:
-            decoded = await asyncio.to_thread(self.verify_bytes, key, body)
+            entry = await asyncio.to_thread(self._read_stored, key)
         except VerificationError as exc:
             self.counters.failure(f"stored {key}: {exc.message}")
             log.error("stored copy of %s fails verification (%s); ignoring it", key, exc.message)
             return None
+        if entry is not None:
+            self._remember(entry)
+        return entry
+
+    def _read_stored(self, key: CacheKey) -> Entry | None:
+        """(In a thread.) The stored body, verified, with its sidecar."""
+        body = self.storage.read(key)
+        if body is None:
+            return None
+        decoded = self.verify_bytes(key, body)
         digest = hashlib.sha256(body).hexdigest()
         meta = self.storage.read_meta(key)
         if meta is None or meta.sha256 != digest:
             # The sidecar does not describe this body (crash between renames):
             # keep the body, but revalidate it at the next request.
             meta = Meta(digest, len(body), self.clock(), 0.0)
-        entry = Entry(key, body, meta, decoded)
-        self._remember(entry)
-        return entry
+        return Entry(key, body, meta, decoded)
 
     def _remember(self, entry: Entry) -> None:
         old = self._memory.pop(entry.key, None)
@@ -350,37 +364,29 @@ class Cache:
         """What this process last knew of a stored file (no I/O; the caller checks it)."""
         return self._files.get(key)
 
-    def stored_file(self, key: CacheKey) -> StoredFile | None:
-        """The stored copy, if there is one (a stat per call: another process may prune)."""
-        known = self._files.get(key)
-        try:
-            st = os.stat(self.storage.path(key))
-        except FileNotFoundError:
-            if known is not None:
-                del self._files[key]
+    async def load_stored_file(self, key: CacheKey) -> StoredFile | None:
+        """The stored copy, if there is one (a stat per call, in a thread: another process
+        may prune), reading (or rebuilding) its sidecar on first use."""
+        found = await asyncio.to_thread(self._stat_stored, key, self._files.get(key))
+        if found is None:
+            self._files.pop(key, None)
+        else:
+            self._files[key] = found
+        return found
+
+    def _stat_stored(self, key: CacheKey, known: StoredFile | None) -> StoredFile | None:
+        """(In a thread.)"""
+        st = self.storage.stat(key)
+        if st is None:
             return None
         if known is not None and known.size == st.st_size:
             return known
-        return None
-
-    async def load_stored_file(self, key: CacheKey) -> StoredFile | None:
-        """Like stored_file, reading (or rebuilding) the sidecar on first use."""
-        found = self.stored_file(key)
-        if found is not None:
-            return found
         path = self.storage.path(key)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return None
         meta = self.storage.read_meta(key)
         if meta is None or meta.size != st.st_size:
-            digest = await asyncio.to_thread(sha256_file, path)
-            meta = Meta(digest, st.st_size, st.st_mtime, st.st_mtime)
-            await asyncio.to_thread(self.storage.write_meta, key, meta)
-        found = StoredFile(key, path, st.st_size, meta.sha256, meta.stored_at)
-        self._files[key] = found
-        return found
+            meta = Meta(sha256_file(path), st.st_size, st.st_mtime, st.st_mtime)
+            self.storage.write_meta(key, meta)
+        return StoredFile(key, path, st.st_size, meta.sha256, meta.stored_at)
 
     async def get_file(self, key: CacheKey) -> StoredFile | Download:
         """A stored immutable object, or the running fetch of it."""

@@ -14,6 +14,8 @@ served, and nothing is stored.
 
 Across worker processes a lock file makes sure only one of them fetches; the
 others wait for it and then serve the stored copy.
+
+Every file operation runs in a thread: the event loop never waits for the disk.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import aiofiles
 
 from .cachekey import CacheKey
+from .diskio import open_fd
 from .errors import ChecksumMismatch, HexproxyError, TooLarge, UpstreamTimeout
 from .storage import FileStorage, Meta
 from .upstream import Upstream
@@ -86,7 +89,7 @@ class Download:
     async def _run(self) -> None:
         try:
             async with self._cross_process_lock():
-                if not self._adopt_stored_copy():
+                if not await self._adopt_stored_copy():
                     await self._fetch()
         except HexproxyError as exc:
             self._fail(exc)
@@ -99,7 +102,7 @@ class Download:
             if not self.started.done():
                 self.started.set_exception(self.error or HexproxyError("download ended early"))
             if not self.stored and self.path.parent == self.storage.tmp:
-                self.storage.discard(self.path)
+                await asyncio.to_thread(self.storage.discard, self.path)
 
     def _fail(self, error: HexproxyError) -> None:
         self.error = error
@@ -108,10 +111,9 @@ class Download:
             # Read it here so an unawaited failure is not reported as lost.
             self.started.exception()
 
-    def _adopt_stored_copy(self) -> bool:
+    async def _adopt_stored_copy(self) -> bool:
         """Another worker may have stored it while we waited for the lock."""
-        st = self.storage.stat(self.key)
-        meta = self.storage.read_meta(self.key)
+        st, meta = await asyncio.to_thread(self._stat_stored)
         if st is None or meta is None or meta.size != st.st_size:
             return False
         self.path, self.size = self.storage.path(self.key), st.st_size
@@ -119,6 +121,9 @@ class Download:
         self.sha256, self.stored = meta.sha256, True
         self.started.set_result(None)
         return True
+
+    def _stat_stored(self) -> tuple[os.stat_result | None, Meta | None]:
+        return self.storage.stat(self.key), self.storage.read_meta(self.key)
 
     async def _fetch(self) -> None:
         digest = hashlib.sha256()
@@ -158,6 +163,7 @@ class Download:
     async def _open_temp(self) -> Any:
         """The temp file, or None when the disk refuses it (then bytes stay in memory)."""
         try:
+            await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
             return await aiofiles.open(self.path, "wb")
         except OSError as exc:
             log.warning("cannot cache %s (%s); serving without storing", self.key, exc.strerror)
@@ -227,14 +233,15 @@ class Download:
         locks = self.storage.root / "locks"
         name = self.key.path.replace("/", "_")
         try:
-            locks.mkdir(parents=True, exist_ok=True)
-            fd = os.open(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            await asyncio.to_thread(locks.mkdir, parents=True, exist_ok=True)
+            fd = await open_fd(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             # A read-only or full cache still serves; it just cannot coordinate workers.
             log.warning("no lock for %s (%s); fetching without it", self.key, exc.strerror)
             yield
             return
         try:
+            # flock(LOCK_NB) never waits for the disk: it is fine on the loop.
             deadline = time.monotonic() + self.lock_timeout
             while not _try_lock(fd):
                 if time.monotonic() > deadline:
@@ -248,8 +255,7 @@ class Download:
         """The object's bytes for one client, as they arrive; raises the fetch's error
         instead of yielding the last byte if the object turns out bad."""
         await self.started
-        # Opened here, in the loop: a cancelled open in a worker thread would leak the
-        # descriptor. Reads go to a thread with pread (no shared file position).
+        # Reads go to a thread with pread (no shared file position).
         fd = await self._open_reader()
         pos = 0
         try:
@@ -276,7 +282,7 @@ class Download:
     async def _open_reader(self) -> int | None:
         for _ in range(3):  # the temp file may be renamed into place in between
             try:
-                return os.open(self.path, os.O_RDONLY)
+                return await open_fd(self.path)
             except FileNotFoundError:
                 if self.finished and self.error is not None:
                     raise self.error from None

@@ -9,14 +9,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from email.utils import formatdate
+from typing import BinaryIO
 
 from aiohttp import web
 
 from ..cache import Cache
 from ..cachekey import NAMES, VERSIONS, CacheKey, docs_key, install_key, package_key, tarball_key
+from ..diskio import open_fd
 from ..download import Download
 from ..entries import Status, StoredFile
-from ..errors import HexproxyError
+from ..errors import HexproxyError, UpstreamUnavailable
 from ..registry import parse_docs_filename, parse_tarball_filename
 from .responses import (
     IMMUTABLE,
@@ -79,19 +81,37 @@ async def _small(request: web.Request, key: CacheKey) -> web.StreamResponse:
 
 async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:
     cache: Cache = request.app[CACHE]
-    got = await cache.get_file(key)
-    if request.method == "HEAD" and isinstance(got, Download):
-        got = await cache.fetch_file(key)
-    if isinstance(got, StoredFile):
-        status = Status.HIT
-        headers = file_headers(got, status)
+    # Twice at most: a stored file can be removed (`hexproxy cache rm`, eviction) between
+    # finding it and opening it; the second time round it is a miss.
+    for _ in range(2):
+        got = await cache.get_file(key)
+        if request.method == "HEAD" and isinstance(got, Download):
+            got = await cache.fetch_file(key)
+        if isinstance(got, Download):
+            if got.expected is not None and if_none_match(request, f'"{got.expected.hex()}"'):
+                # The client already holds exactly the bytes the registry signed.
+                return web.Response(status=304, headers={"ETag": f'"{got.expected.hex()}"'})
+            return await _stream(request, got)
+        headers = file_headers(got, Status.HIT)
         if if_none_match(request, got.etag):
             return web.Response(status=304, headers=headers)
-        return SendfileResponse(got, headers)
-    if got.expected is not None and if_none_match(request, f'"{got.expected.hex()}"'):
-        # The client already holds exactly the bytes the registry signed.
-        return web.Response(status=304, headers={"ETag": f'"{got.expected.hex()}"'})
-    return await _stream(request, got)
+        if request.method == "HEAD":
+            return SendfileResponse(got, headers, None)
+        file = await _open(got)
+        if file is not None:
+            return SendfileResponse(got, headers, file)
+        cache.forget(key)
+    raise UpstreamUnavailable(f"{key} keeps vanishing from the cache; try again")
+
+
+async def _open(stored: StoredFile) -> BinaryIO | None:
+    """The stored file, opened in a thread; None if it is gone."""
+    try:
+        fd = await open_fd(stored.path)
+    except FileNotFoundError:
+        return None
+    # Wraps the open descriptor (no I/O); the response closes it.
+    return open(fd, "rb", closefd=True)  # noqa: ASYNC230
 
 
 async def _stream(request: web.Request, download: Download) -> web.StreamResponse:
