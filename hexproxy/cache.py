@@ -8,6 +8,17 @@ Small objects (registry files, installer CSVs) are served from memory after
 their first load; immutable objects (tarballs, docs, installer builds) are
 served from disk and fetched through a shared ``Download``.
 
+Two rules keep a sustained fault from turning into a flood, of upstream requests
+or of waiting clients:
+
+- Upstream is asked about one object at most once at a time (single flight), not
+  again while that object backs off after a failure (``backoff.py``), and not at
+  all while the breaker is open; an object it does not have is remembered for
+  ``negative_ttl``.
+- No client waits on upstream for long: one with a cached copy gets it after
+  ``stale_timeout``, one without gets its first byte, or a 503/504 with a reason,
+  within ``inflight_wait``.
+
 Files are read and written in threads (``storage.py`` is synchronous): the event
 loop never waits for the disk. The only synchronous calls here are on memory.
 """
@@ -26,16 +37,20 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from . import installs
+from .backoff import Backoff, Negative
 from .breaker import State
 from .cachekey import CacheKey, Kind, install_key, package_key
 from .config import Config
 from .download import Download
 from .entries import Counters, Entry, Small, Status, StoredFile
 from .errors import (
+    Busy,
+    CircuitOpen,
     HexproxyError,
     NotCached,
     NotFound,
     UpstreamError,
+    UpstreamTimeout,
     UpstreamUnavailable,
     VerificationError,
 )
@@ -48,6 +63,10 @@ log = logging.getLogger("hexproxy.cache")
 # Small objects are kept in memory; a bound keeps a cache of the whole of
 # hex.pm (tens of thousands of /packages files) from taking all of RAM.
 MEMORY_BUDGET = 64 * 1024 * 1024
+# Why a stale copy is served while the breaker holds every request back. Deliberately
+# not the breaker's last error: that concerns whichever object failed last.
+PAUSED = "upstream paused after repeated failures"
+SLOW = "upstream too slow"
 
 
 @dataclass(slots=True)
@@ -75,7 +94,8 @@ class Cache:
         self._memory: OrderedDict[CacheKey, Entry] = OrderedDict()
         self._memory_bytes = 0
         self._files: dict[CacheKey, StoredFile] = {}
-        self._negative: dict[CacheKey, float] = {}
+        self._negative = Negative()
+        self._backoff = Backoff(cap=config.upstream.retry_after)
         self._flights: dict[CacheKey, _Flight] = {}
         self._downloads: dict[CacheKey, Download] = {}
         self._installs_key: RSAPublicKey | None = None
@@ -101,7 +121,8 @@ class Cache:
         if self.offline:
             raise _offline_miss(key)
         if entry is None:
-            return await self._join_flight(key, None).task
+            self._check_backoff(key)
+            return await self._wait_for(key, self._join_flight(key, None))
         return await self._revalidate(key, entry)
 
     def fresh_entry(self, key: CacheKey) -> Entry | None:
@@ -127,30 +148,63 @@ class Cache:
 
     async def _revalidate(self, key: CacheKey, entry: Entry) -> Small:
         """Ask upstream, but never make the client wait long for what we already hold."""
+        held = self._backoff.holding(key, self.clock())
+        if held is not None:
+            return self._stale(entry, held.reason)
         if self.upstream.breaker.state is State.PAUSED:
-            return self._stale(entry, self.upstream.breaker.last_error)
+            return self._stale(entry, PAUSED)
         flight = self._join_flight(key, entry)
         if flight.reported_slow:
             # This very revalidation already kept a client waiting: don't wait again.
-            return self._stale(entry, "upstream too slow")
+            return self._stale(entry, SLOW)
         try:
             return await asyncio.wait_for(
                 asyncio.shield(flight.task), self.config.upstream.stale_timeout
             )
         except TimeoutError:
-            if not flight.reported_slow:
-                # A black-holed upstream accepts connections and never answers:
-                # count the silence so the breaker opens after a few of them.
-                flight.reported_slow = True
-                self.upstream.breaker.record_failure("no answer within stale_timeout")
-            return self._stale(entry, "upstream too slow")
+            self._silent(key, flight, "stale_timeout")
+            return self._stale(entry, SLOW)
+        except CircuitOpen:
+            return self._stale(entry, PAUSED)
         except (UpstreamError, VerificationError) as exc:
             return self._stale(entry, exc.message)
 
+    async def _wait_for(self, key: CacheKey, flight: _Flight) -> Small:
+        """A client with no copy to fall back on waits at most inflight_wait for upstream;
+        the fetch carries on for whoever asks next."""
+        wait = self.config.upstream.inflight_wait
+        try:
+            return await asyncio.wait_for(asyncio.shield(flight.task), wait)
+        except TimeoutError:
+            self._silent(key, flight, "inflight_wait")
+            raise UpstreamTimeout(
+                f"upstream has not answered for {key} within {wait:g} s; still trying"
+            ) from None
+
+    def _silent(self, key: CacheKey, flight: _Flight, bound: str) -> None:
+        if not flight.reported_slow:
+            # A black-holed upstream accepts connections and never answers: count the
+            # silence (once per fetch) so the breaker opens after a few of them.
+            flight.reported_slow = True
+            self._count_against_upstream(f"no answer for {key} within {bound}")
+
+    def _count_against_upstream(self, reason: str) -> None:
+        """The policy's one report to the repository upstream's circuit breaker: failures
+        the upstream client cannot see by itself (silence, a tarball's bad checksum)."""
+        self.upstream.breaker.record_failure(reason)
+
     def _stale(self, entry: Entry, reason: str) -> Small:
         self.counters.stale_served += 1
+        # One line per request under a sustained fault: the log handler aggregates
+        # repeats (server.py), so keep the text stable for one object and reason.
         log.info("serving stale %s: %s", entry.key, reason)
         return Small(entry, Status.STALE)
+
+    def _check_backoff(self, key: CacheKey) -> None:
+        """With nothing cached to serve, a key that backs off repeats its failure."""
+        held = self._backoff.holding(key, self.clock())
+        if held is not None:
+            raise held.again()
 
     def _join_flight(self, key: CacheKey, entry: Entry | None) -> _Flight:
         flight = self._flights.get(key)
@@ -168,6 +222,20 @@ class Cache:
             task.exception()  # retrieved: waiters that gave up must not leave it unread
 
     async def _refresh(self, key: CacheKey, entry: Entry | None) -> Small:
+        try:
+            small = await self._fetch_small(key, entry)
+        except CircuitOpen:
+            raise  # nothing was asked: says nothing about this key
+        except (UpstreamError, VerificationError) as exc:
+            self._backoff.failed(key, exc, self.clock())
+            # Without the frames it was raised in: every waiter (and the timeouts wrapped
+            # around them) shares this error, and those frames hold the failed body (up
+            # to max_registry_size of gunzipped bytes) until the garbage collector runs.
+            raise exc.with_traceback(None)  # noqa: B904 (the same error, re-raised)
+        self._backoff.succeeded(key)
+        return small
+
+    async def _fetch_small(self, key: CacheKey, entry: Entry | None) -> Small:
         meta = entry.meta if entry else None
         self.counters.upstream_fetches += 1
         fetched = await self.upstream.fetch(
@@ -175,15 +243,16 @@ class Cache:
             limit=self.config.upstream.max_registry_size,
             etag=meta.upstream_etag if meta else None,
             last_modified=meta.upstream_last_modified if meta else None,
+            check=lambda body: self._verify(key, body),
         )
         now = self.clock()
         if fetched.status == 304 and entry is not None:
             return Small(await self._touch(entry, now), Status.REVALIDATED)
         if fetched.status != 200:
-            self._negative[key] = now + self.config.cache.negative_ttl
+            self._negative.add(key, now + self.config.cache.negative_ttl)
             raise NotFound(f"{key} not found upstream")
-        self._negative.pop(key, None)
-        decoded = await self._verify(key, fetched.body)
+        self._negative.discard(key)
+        decoded = fetched.decoded
         if entry is not None and entry.body == fetched.body:
             touched = await self._touch(entry, now, fetched.etag, fetched.last_modified)
             return Small(touched, Status.REVALIDATED)
@@ -348,15 +417,15 @@ class Cache:
         if old is not None:
             self._memory_bytes -= len(old.body)
         self._files.pop(key, None)
-        self._negative.pop(key, None)
+        self._negative.discard(key)
+        self._backoff.succeeded(key)
 
     def _check_negative(self, key: CacheKey) -> None:
-        until = self._negative.get(key)
-        if until is None:
-            return
-        if self.clock() < until:
+        if self._negative.active(key, self.clock()):
             raise NotFound(f"{key} not found upstream")
-        del self._negative[key]
+
+    def _remember_missing(self, key: CacheKey) -> None:
+        self._negative.add(key, self.clock() + self.config.cache.negative_ttl)
 
     # ----- immutable objects: tarballs, docs, installer builds -----
 
@@ -399,8 +468,15 @@ class Cache:
         self._check_negative(key)
         if self.offline:
             raise _offline_miss(key)
-        expected = await self.expected_checksum(key)
-        digest = await self.expected_install_digest(key)
+        self._check_backoff(key)
+        try:
+            expected = await self.expected_checksum(key)
+            digest = await self.expected_install_digest(key)
+        except NotCached:
+            raise
+        except NotFound:
+            self._remember_missing(key)
+            raise
         # Awaiting the registry may have let another request start (or finish) it.
         stored = await self.load_stored_file(key)
         if stored is not None:
@@ -414,8 +490,7 @@ class Cache:
         small = await self.get_small(package_key(key.name))
         release = _package(small.entry).release(key.version)
         if release is None and small.status in (Status.HIT, Status.STALE) and not self.offline:
-            # Published since we cached the package file: look once more.
-            small = await self._join_flight(small.entry.key, small.entry).task
+            small = await self._look_again(small.entry, key)
             release = _package(small.entry).release(key.version)
         if release is None and self.offline:
             raise NotCached(f"{key.name} {key.version} is not in this offline cache")
@@ -427,6 +502,40 @@ class Cache:
                 "entry, so its tarball cannot be verified"
             )
         return release.outer_checksum
+
+    async def _look_again(self, entry: Entry, key: CacheKey) -> Small:
+        """The release may have been published since we cached the package file: fetch it
+        once more, but at most once per negative_ttl per package and only while upstream
+        is up. Clients can name endless releases that do not exist; without this rule
+        each would cost an upstream request (an amplifier aimed at upstream)."""
+        now = self.clock()
+        if now - entry.meta.validated_at < self.config.cache.negative_ttl:
+            return Small(entry, Status.HIT)  # checked recently enough: the release is unknown
+        if (
+            self.upstream.breaker.state is not State.UP
+            or self._backoff.holding(entry.key, now) is not None
+        ):
+            raise UpstreamUnavailable(
+                f"{key.name} {key.version} is not in the cached package file, and upstream "
+                "cannot be asked right now"
+            )
+        return await self._wait_for(entry.key, self._join_flight(entry.key, entry))
+
+    async def wait_started(self, download: Download) -> None:
+        """A client of an in-flight fetch gets its first byte, or an error saying why not,
+        within inflight_wait: one slow object must not pile up every client that asks for
+        it (with clients that send one request at a time, that stalls them all)."""
+        wait = self.config.upstream.inflight_wait
+        try:
+            await asyncio.wait_for(asyncio.shield(download.started), wait)
+        except TimeoutError:
+            if download.waiting_for_lock:
+                raise Busy(
+                    f"{download.key} is being fetched by another worker; ask again shortly"
+                ) from None
+            raise UpstreamTimeout(
+                f"upstream has not started sending {download.key} within {wait:g} s; still trying"
+            ) from None
 
     def _start_download(
         self, key: CacheKey, expected: bytes | None, digest: tuple[str, bytes] | None = None
@@ -452,12 +561,20 @@ class Cache:
     def _download_failed(self, key: CacheKey, error: HexproxyError) -> None:
         self.counters.failure(f"{key}: {error.message}")
         log.error("verification failed for %s: %s", key, error.message)
+        self._count_against_upstream(f"{key}: {error.message}")
 
     def _download_done(self, key: CacheKey, download: Download) -> None:
         if self._downloads.get(key) is download:
             del self._downloads[key]
-        if isinstance(download.error, NotFound):
-            self._negative[key] = self.clock() + self.config.cache.negative_ttl
+        error = download.error
+        if isinstance(error, NotFound):
+            self._remember_missing(key)
+        elif isinstance(error, UpstreamError | VerificationError) and not isinstance(
+            error, CircuitOpen
+        ):
+            self._backoff.failed(key, error, self.clock())
+        elif error is None:
+            self._backoff.succeeded(key)
 
     async def fetch_file(self, key: CacheKey) -> StoredFile:
         """Make sure an immutable object is stored (for HEAD and for warm)."""

@@ -57,6 +57,7 @@ class UpstreamConfig:
     read_timeout: float = 10.0
     total_timeout: float = 300.0
     stale_timeout: float = 1.0
+    inflight_wait: float = 5.0
     failure_threshold: int = 3
     retry_after: float = 30.0
     max_tarball_size: int = 16 * MiB
@@ -244,7 +245,13 @@ def validate(config: Config) -> None:
         "[upstream] repo_name",
         f"not a valid repository name: {upstream.repo_name!r}",
     )
-    for key in ("connect_timeout", "read_timeout", "total_timeout", "stale_timeout"):
+    for key in (
+        "connect_timeout",
+        "read_timeout",
+        "total_timeout",
+        "stale_timeout",
+        "inflight_wait",
+    ):
         _check(getattr(upstream, key) > 0, f"[upstream] {key}", "must be greater than 0")
     _check(upstream.failure_threshold >= 1, "[upstream] failure_threshold", "must be at least 1")
     for key in ("max_tarball_size", "max_registry_size"):

@@ -13,7 +13,12 @@ rest of the bytes in memory (bounded by the size limit) so clients are still
 served, and nothing is stored.
 
 Across worker processes a lock file makes sure only one of them fetches; the
-others wait for it and then serve the stored copy.
+others wait for it and then serve the stored copy. Their clients are not held
+for that whole time: the cache answers them after ``inflight_wait`` (see
+``Cache.wait_started``). Streaming the other worker's growing temp file instead
+would take a cross-process protocol for "these bytes are verified now" (the one
+thing that must never go wrong), to save some clients a retry; mix retries a
+failed GET twice.
 
 Every file operation runs in a thread: the event loop never waits for the disk.
 """
@@ -79,6 +84,7 @@ class Download:
         self.unsynced = False  # the disk took the bytes but would not fsync them
         self.error: HexproxyError | None = None
         self.finished = False
+        self.waiting_for_lock = False  # another worker holds the fetch
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._progress = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -244,11 +250,14 @@ class Download:
             # flock(LOCK_NB) never waits for the disk: it is fine on the loop.
             deadline = time.monotonic() + self.lock_timeout
             while not _try_lock(fd):
+                self.waiting_for_lock = True
                 if time.monotonic() > deadline:
                     raise UpstreamTimeout(f"{self.key}: another worker is still fetching it")
                 await asyncio.sleep(LOCK_POLL)
+            self.waiting_for_lock = False
             yield
         finally:
+            self.waiting_for_lock = False
             os.close(fd)  # closing the descriptor releases the lock
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:

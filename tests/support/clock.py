@@ -1,0 +1,33 @@
+"""Time a test moves by hand, for the cache's (and the breaker's) time-based rules:
+TTLs, the negative cache, per-object backoff, the breaker's pause. No test waits for
+them to pass in real time."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class Clock:
+    """A clock that stands still until told to move; pass it as ``clock=``."""
+
+    def __init__(self, now: float | None = None) -> None:
+        self.now = time.time() if now is None else now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def later(cache: Any, seconds: float) -> None:
+    """From now on the cache lives ``seconds`` in the future (on top of any earlier shift):
+    what it remembers with a deadline (backoff, negative entries, freshness) ages by that."""
+    base = cache.clock
+    cache.clock = lambda: base() + seconds
+
+
+def past_backoff(cache: Any) -> None:
+    """Let the longest per-object backoff (``retry_after``) run out."""
+    later(cache, cache.config.upstream.retry_after + 1)
