@@ -20,6 +20,7 @@ from ..download import Download
 from ..entries import Status, StoredFile
 from ..errors import HexproxyError, UpstreamUnavailable
 from ..registry import parse_docs_filename, parse_tarball_filename
+from .ops import METRICS
 from .responses import (
     IMMUTABLE,
     SendfileResponse,
@@ -85,13 +86,8 @@ async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:
     # finding it and opening it; the second time round it is a miss.
     for _ in range(2):
         got = await cache.get_file(key)
-        if request.method == "HEAD" and isinstance(got, Download):
-            got = await cache.fetch_file(key)
         if isinstance(got, Download):
-            if got.expected is not None and if_none_match(request, f'"{got.expected.hex()}"'):
-                # The client already holds exactly the bytes the registry signed.
-                return web.Response(status=304, headers={"ETag": f'"{got.expected.hex()}"'})
-            return await _stream(request, got)
+            return await _in_flight(request, cache, got)
         headers = file_headers(got, Status.HIT)
         if if_none_match(request, got.etag):
             return web.Response(status=304, headers=headers)
@@ -114,9 +110,25 @@ async def _open(stored: StoredFile) -> BinaryIO | None:
     return open(fd, "rb", closefd=True)  # noqa: ASYNC230
 
 
-async def _stream(request: web.Request, download: Download) -> web.StreamResponse:
-    """A miss: send the bytes as they arrive; cut the connection if they turn out bad."""
-    await download.started  # an upstream error before the first byte is a clean error status
+async def _in_flight(request: web.Request, cache: Cache, download: Download) -> web.StreamResponse:
+    if download.expected is not None and if_none_match(request, f'"{download.expected.hex()}"'):
+        # The client already holds exactly the bytes the registry signed.
+        return web.Response(status=304, headers={"ETag": f'"{download.expected.hex()}"'})
+    # The first byte within inflight_wait, or a 503/504 saying why not; an upstream error
+    # before the first byte is a clean error status too.
+    await cache.wait_started(download)
+    response = web.StreamResponse(headers=_miss_headers(download))
+    if download.size is not None:
+        response.content_length = download.size
+    if request.method == "HEAD":
+        # Answered now, from upstream's headers: not after the whole body has arrived.
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    return await _stream(request, download, response)
+
+
+def _miss_headers(download: Download) -> dict[str, str]:
     headers = {
         "Content-Type": content_type(download.key),
         "Cache-Control": cache_control(download.key, 0) if download.key.is_mutable else IMMUTABLE,
@@ -125,9 +137,13 @@ async def _stream(request: web.Request, download: Download) -> web.StreamRespons
     }
     if download.expected is not None:
         headers["ETag"] = f'"{download.expected.hex()}"'
-    response = web.StreamResponse(headers=headers)
-    if download.size is not None:
-        response.content_length = download.size
+    return headers
+
+
+async def _stream(
+    request: web.Request, download: Download, response: web.StreamResponse
+) -> web.StreamResponse:
+    """A miss: send the bytes as they arrive; cut the connection if they turn out bad."""
     await response.prepare(request)
     try:
         # aclosing: a client that goes away must not leave the reader's file open.
@@ -139,6 +155,12 @@ async def _stream(request: web.Request, download: Download) -> web.StreamRespons
         log.warning("aborted %s to the client: %s", download.key, exc.message)
         if request.transport is not None:
             request.transport.abort()
+        return response
+    except ConnectionError:
+        # The client left mid-stream: an everyday event, not an error (the fetch goes on
+        # for everyone else). aiohttp then finishes the exchange quietly.
+        log.debug("client left during %s", download.key)
+        request.app[METRICS].traffic.disconnects += 1
         return response
     await response.write_eof()
     return response
