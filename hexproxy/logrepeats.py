@@ -3,11 +3,17 @@ interval with a count, instead of once per request.
 
 A soak with upstream failing for minutes wrote ~1.9 million lines of "serving
 stale ..." (one per request), burying everything else. ``Repeats`` wraps the real
-handler: the first occurrence of a line goes out at once; identical lines (same
-logger, level and text) within the next ``interval`` are only counted; when the
-interval is over, one line reports them:
+handler: the first occurrence of a line goes out at once; lines that repeat it
+within the next ``interval`` are only counted; when the interval is over, one line
+reports them, with the last one as the example:
 
-    serving stale /packages/yew: upstream answered 500 for /packages/yew (x412 in the last 10 s)
+    serving stale /packages/yew: upstream timed out (x412 in the last 10 s, 37 objects)
+
+Lines repeat each other when they have the same logger, level and text but for
+the repository object they name (``/packages/NAME``, ``/tarballs/FILE``, ...): a
+fault hits every object alike, and one line per object per interval would still
+be thousands of lines; the access log has every request. Different reasons stay
+different lines.
 
 A repeat arriving after the interval starts the next one with that summary, so a
 steady stream of repeats costs one line per interval. Summaries of lines that
@@ -19,12 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 INTERVAL = 10.0
 MAX_TRACKED = 10_000  # distinct lines tracked at once; beyond that, lines pass unaggregated
+MAX_OBJECTS = 1_000  # distinct objects counted per line and interval
+# A repository object named in a line: what varies between repeats of one fault.
+OBJECT = re.compile(r"/(?:packages|tarballs|docs|installs|repos)/[^\s:;,()'\"]+")
 
 _Key = tuple[str, int, str]
 
@@ -34,6 +44,7 @@ class _Window:
     started: float
     repeats: int
     last: logging.LogRecord
+    objects: set[str]
 
 
 class Repeats(logging.Handler):
@@ -56,16 +67,19 @@ class Repeats(logging.Handler):
         now = self.clock()
         if self._due is not None and now >= self._due:
             self._sweep(now)
-        key = (record.name, record.levelno, record.getMessage())
+        text = record.getMessage()
+        key = (record.name, record.levelno, OBJECT.sub("*", text))
         window = self._windows.get(key)
         if window is None:
             if len(self._windows) < MAX_TRACKED:
-                self._windows[key] = _Window(now, 0, record)
+                self._windows[key] = _Window(now, 0, record, set())
                 self._note_due(now + self.interval)
             self.target.handle(record)
             return
         window.repeats += 1
         window.last = record
+        if len(window.objects) < MAX_OBJECTS:
+            window.objects.add(text)
         self._arm_timer()
 
     def _note_due(self, when: float) -> None:
@@ -81,7 +95,7 @@ class Repeats(logging.Handler):
             elif window.repeats:
                 self.target.handle(self._summary(window, now))
                 # Maybe still repeating: the next interval starts with this summary.
-                self._windows[key] = _Window(now, 0, window.last)
+                self._windows[key] = _Window(now, 0, window.last, set())
                 self._note_due(now + self.interval)
             else:
                 del self._windows[key]
@@ -89,7 +103,11 @@ class Repeats(logging.Handler):
     def _summary(self, window: _Window, now: float) -> logging.LogRecord:
         record = logging.makeLogRecord(window.last.__dict__)
         seconds = max(1, round(now - window.started))
-        record.msg = f"{window.last.getMessage()} (x{window.repeats} in the last {seconds} s)"
+        many = len(window.objects)
+        objects = f", {many}{'+' if many >= MAX_OBJECTS else ''} objects" if many > 1 else ""
+        record.msg = (
+            f"{window.last.getMessage()} (x{window.repeats} in the last {seconds} s{objects})"
+        )
         record.args = None
         record.exc_info = record.exc_text = record.stack_info = None
         record.created = time.time()

@@ -59,12 +59,25 @@ def test_a_steady_stream_costs_one_line_per_interval() -> None:
     assert 1 + sum(int(line.rsplit("(x", 1)[1].split()[0]) for line in sink.lines[1:]) == 6000
 
 
-def test_different_objects_are_different_lines() -> None:
+def test_one_reason_for_many_objects_is_one_line_and_other_reasons_stay_apart() -> None:
     sink, clock = Collect(), Clock(0.0)
-    log = _logger(Repeats(sink, interval=10, clock=clock))
-    for name in ("yew", "oak", "yew", "oak"):
-        log.info("serving stale /packages/%s", name)
-    assert sink.lines == ["INFO serving stale /packages/yew", "INFO serving stale /packages/oak"]
+    handler = Repeats(sink, interval=10, clock=clock)
+    log = _logger(handler)
+    for name in ("yew", "oak", "yew", "elm", "oak"):
+        log.info("serving stale /packages/%s: upstream paused after repeated failures", name)
+        log.warning("GET /tarballs/%s-1.0.0.tar: upstream answered 500", name)
+    log.info("serving stale /packages/yew: registry signature does not verify")
+    clock.advance(10)
+    handler.close()
+    assert sink.lines == [
+        "INFO serving stale /packages/yew: upstream paused after repeated failures",
+        "WARNING GET /tarballs/yew-1.0.0.tar: upstream answered 500",
+        "INFO serving stale /packages/yew: registry signature does not verify",
+        "INFO serving stale /packages/oak: upstream paused after repeated failures"
+        " (x4 in the last 10 s, 3 objects)",
+        "WARNING GET /tarballs/oak-1.0.0.tar: upstream answered 500"
+        " (x4 in the last 10 s, 3 objects)",
+    ]
 
 
 def test_close_reports_what_is_still_counted() -> None:
