@@ -191,7 +191,7 @@ class Cache:
     def _count_against_upstream(self, reason: str) -> None:
         """The policy's one report to the repository upstream's circuit breaker: failures
         the upstream client cannot see by itself (silence, a tarball's bad checksum)."""
-        self.upstream.breaker.record_failure(reason)
+        self.upstream.count_failure(reason)
 
     def _stale(self, entry: Entry, reason: str) -> Small:
         self.counters.stale_served += 1

@@ -8,6 +8,7 @@ ever sees "an answer" or "upstream could not answer, and why".
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from typing import Protocol
 import aiohttp
 
 from . import __version__
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, State
 from .cachekey import CacheKey, Kind
 from .config import UpstreamConfig
 from .errors import (
@@ -31,6 +32,8 @@ from .errors import (
 )
 
 USER_AGENT = f"hexproxy/{__version__} (+https://github.com/hexproxy/hexproxy)"
+
+log = logging.getLogger("hexproxy.upstream")
 
 
 class Observer(Protocol):
@@ -99,16 +102,32 @@ class Upstream:
 
     def _admit(self) -> None:
         if not self.breaker.allow():
-            wait = self.breaker.seconds_until_retry()
-            raise CircuitOpen(
-                f"upstream is paused after {self.breaker.failures} failures "
-                f"({self.breaker.last_error}); retrying in {wait:.0f}s"
-            )
+            # Nothing about the last error: it concerns another object, and this text
+            # reaches the client and the log for this one (and must not vary, so that
+            # the log can aggregate it). The pause itself is logged once, when it starts.
+            raise CircuitOpen("upstream paused after repeated failures; try again shortly")
 
     def record_failure(self, error: UpstreamError) -> None:
-        self.breaker.record_failure(error.message)
+        self.count_failure(error.message)
         if self.observer is not None:
             self.observer.failed(error)
+
+    def count_failure(self, reason: str) -> None:
+        """Tell the breaker; say so in the log when that opens the circuit."""
+        was_paused = self.breaker.state is State.PAUSED
+        self.breaker.record_failure(reason)
+        if not was_paused and self.breaker.state is State.PAUSED:
+            log.warning(
+                "upstream paused for %g s after %d failures in a row; the last: %s",
+                self.breaker.retry_after,
+                self.breaker.failures,
+                reason,
+            )
+
+    def _succeeded(self) -> None:
+        if self.breaker.failures >= self.breaker.threshold:
+            log.info("upstream is answering again")
+        self.breaker.record_success()
 
     async def fetch(
         self,
@@ -147,9 +166,9 @@ class Upstream:
             # Bad bytes count like any other failure; and an exchange cut short (even by
             # cancellation) must not leave the breaker's single probe claimed forever.
             message = exc.message if isinstance(exc, HexproxyError) else type(exc).__name__
-            self.breaker.record_failure(f"{key}: {message}")
+            self.count_failure(f"{key}: {message}")
             raise
-        self.breaker.record_success()
+        self._succeeded()
         return fetched
 
     @contextlib.asynccontextmanager
@@ -177,7 +196,7 @@ class Upstream:
                 if resp.status >= 500:
                     raise UpstreamStatus(f"upstream answered {resp.status} for {key}", resp.status)
                 if confirm:
-                    self.breaker.record_success()
+                    self._succeeded()
                 if resp.status not in accept:
                     if resp.status == 404:
                         raise NotFound(f"{key} not found upstream")
