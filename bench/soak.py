@@ -346,6 +346,9 @@ def main() -> int:
     )
     parser.add_argument("--trickle-rate", type=float, default=8192.0, help="bytes/s (8 KiB)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 unless issue 18's criteria hold (see below)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     unknown = [mode for mode in args.modes if mode not in MODES]
@@ -364,7 +367,31 @@ def main() -> int:
     print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    failures = problems(result) if args.check else []
+    for failure in failures:
+        print(f"CHECK FAILED: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def problems(result: dict[str, Any]) -> list[str]:
+    """Issue 18's 'done when', as checks (the first-byte bound is the clients' 15 s)."""
+    found = []
+    if result["wrong"]:
+        found.append(f"{result['wrong']} wrong answers: {result['wrong_examples'][:3]}")
+    for mode, figures in result["modes"].items():
+        if figures["first_byte_max_s"] >= 15:
+            found.append(f"{mode}: a client waited {figures['first_byte_max_s']} s")
+    if result["tampered_signature_upstream_per_key_per_phase_max"] > 6:
+        found.append("tampered signature: more than 6 upstream requests for one key")
+    if result["tracebacks"]:
+        found.append(f"{result['tracebacks']} tracebacks in the log")
+    if result["log_lines_per_100_requests"] >= 1:
+        found.append(f"{result['log_lines_per_100_requests']} log lines per 100 requests")
+    if not result["cache_verify_ok"] or result["temp_files_left"]:
+        found.append("the cache is not clean afterwards")
+    if result["requests"] < 1000:
+        found.append(f"only {result['requests']} requests: the load did not run")
+    return found
 
 
 if __name__ == "__main__":
