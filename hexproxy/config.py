@@ -251,7 +251,7 @@ def validate(config: Config) -> None:
         _check(getattr(upstream, key) > 0, f"[upstream] {key}", "must be greater than 0")
     _check(cache.registry_ttl >= 0, "[cache] registry_ttl", "must not be negative")
     load_public_key_pem(config)
-    from .installs import load_installs_public_key_pem
+    from .installs.catalog import load_installs_public_key_pem
 
     load_installs_public_key_pem(config)
 

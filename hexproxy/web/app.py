@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..breaker import CircuitBreaker
-from ..cache import Cache
+from ..cache.policy import Cache
 from ..config import Config, load_public_key_pem
 from ..registry import load_public_key
-from ..storage import FileStorage
-from ..upstream import Upstream
+from ..store.storage import FileStorage
+from ..upstream.breaker import CircuitBreaker
+from ..upstream.client import Upstream
 from . import middleware, ops, routes
 from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
 

@@ -25,18 +25,18 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, cast
 
-from ..cache import Cache
-from ..cachekey import NAMES, VERSIONS, CacheKey, Kind, tarball_key
-from ..entries import Entry, Status, StoredFile
+from ..cache.entries import Entry, Status, StoredFile
+from ..cache.policy import Cache
 from ..errors import InvalidRequest
 from ..registry import is_valid_name, parse_tarball_filename
+from ..store.cachekey import NAMES, VERSIONS, CacheKey, Kind, tarball_key
 from .accesslog import AccessLog
 from .responses import file_headers, small_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..metrics import Traffic
+    from .metrics import Traffic
 
 MAX_HEAD = 8192  # a longer request head goes to aiohttp, which enforces its own limits
 _OK = b"HTTP/1.1 200 OK\r\n"

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..cache import Cache
-from ..eviction import Evictor
-from ..metrics import Metrics
-from ..storage import FileStorage
+from ..cache.policy import Cache
+from ..store.eviction import Evictor
+from ..store.storage import FileStorage
 from . import status_page
+from .metrics import Metrics
 from .state import CACHE
 
 PREFIX = "/_hexproxy"

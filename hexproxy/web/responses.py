@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..cachekey import CacheKey, Kind
-from ..entries import Entry, Small, Status, StoredFile
+from ..cache.entries import Entry, Small, Status, StoredFile
+from ..store.cachekey import CacheKey, Kind
 
 OCTET = "application/octet-stream"
 STALE_WARNING = '110 hexproxy "Response is Stale"'

@@ -12,12 +12,20 @@ from email.utils import formatdate
 
 from aiohttp import web
 
-from ..cache import Cache
-from ..cachekey import NAMES, VERSIONS, CacheKey, docs_key, install_key, package_key, tarball_key
-from ..download import Download
-from ..entries import Status, StoredFile
+from ..cache.entries import Status, StoredFile
+from ..cache.policy import Cache
 from ..errors import HexproxyError
 from ..registry import parse_docs_filename, parse_tarball_filename
+from ..store.cachekey import (
+    NAMES,
+    VERSIONS,
+    CacheKey,
+    docs_key,
+    install_key,
+    package_key,
+    tarball_key,
+)
+from ..upstream.download import Download
 from .responses import (
     IMMUTABLE,
     SendfileResponse,

@@ -12,9 +12,9 @@ import time
 from html import escape
 
 from .. import __version__
-from ..eviction import Evictor
-from ..metrics import Metrics
+from ..store.eviction import Evictor
 from ..units import format_size
+from .metrics import Metrics
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#1d2430;

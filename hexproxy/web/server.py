@@ -19,13 +19,13 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import Config
-from .storage import FileStorage
-from .web import create_app
-from .web.accesslog import AccessLog, logger_class
-from .web.fastpath import FastPath, FastPathProtocol
-from .web.ops import EVICTOR, METRICS
-from .web.state import CACHE
+from ..config import Config
+from ..store.storage import FileStorage
+from . import create_app
+from .accesslog import AccessLog, logger_class
+from .fastpath import FastPath, FastPathProtocol
+from .ops import EVICTOR, METRICS
+from .state import CACHE
 
 log = logging.getLogger("hexproxy")
 

@@ -14,10 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, commands
-from .commands import cache as cache_command
-from .config import Config, load_config
-from .errors import ConfigError
+from .. import __version__
+from ..config import Config, load_config
+from ..errors import ConfigError
+from . import bundle as bundle_command
+from . import cache as cache_command
+from . import warm as warm_command
 
 EXIT_USAGE = 2
 
@@ -48,13 +50,17 @@ def _register_serve(sub: Any) -> None:
 
 
 def _run_serve(args: argparse.Namespace, config: Config) -> int:
-    from .server import serve
+    from ..web.server import serve
 
     return serve(config)
 
 
-REGISTRARS: list[Callable[[Any], None]] = [_register_serve, commands.register]
-REGISTRARS.append(cache_command.register)  # hexproxy cache ls|stats|verify|rm|prune
+REGISTRARS: list[Callable[[Any], None]] = [
+    _register_serve,
+    warm_command.register,
+    bundle_command.register,
+    cache_command.register,  # hexproxy cache ls|stats|verify|rm|prune
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import audit, inventory
 from ..config import Config
 from ..errors import HexproxyError
-from ..storage import FileStorage
+from ..store import audit, inventory
+from ..store.storage import FileStorage
 from ..units import format_size, parse_duration, parse_size
 
 EXIT_PROBLEMS = 1
@@ -30,7 +30,7 @@ EXIT_USAGE = 2
 
 
 def register(sub: Any) -> None:
-    from ..cli import config_args  # here, not at import time: cli imports the commands
+    from . import config_args  # here, not at import time: cli imports the commands
 
     parser = sub.add_parser("cache", help="inspect, verify and prune the cache directory")
     actions = parser.add_subparsers(dest="cache_command", required=True, metavar="ACTION")

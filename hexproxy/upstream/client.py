@@ -15,11 +15,9 @@ from typing import Protocol
 
 import aiohttp
 
-from . import __version__
-from .breaker import CircuitBreaker
-from .cachekey import CacheKey, Kind
-from .config import UpstreamConfig
-from .errors import (
+from .. import __version__
+from ..config import UpstreamConfig
+from ..errors import (
     HexproxyError,
     NotFound,
     TooLarge,
@@ -28,6 +26,8 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from ..store.cachekey import CacheKey, Kind
+from .breaker import CircuitBreaker
 
 USER_AGENT = f"hexproxy/{__version__} (+https://github.com/hexproxy/hexproxy)"
 

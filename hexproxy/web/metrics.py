@@ -22,12 +22,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .breaker import State
-from .cache import Cache
-from .cachekey import CacheKey
-from .errors import UpstreamError
-from .eviction import Evictor
+from .. import __version__
+from ..cache.policy import Cache
+from ..errors import UpstreamError
+from ..store.cachekey import CacheKey
+from ..store.eviction import Evictor
+from ..upstream.breaker import State
 
 # Cache results (the X-Cache header) that mean "answered without going upstream first".
 HIT_RESULTS = frozenset({"HIT", "STALE", "REVALIDATED"})

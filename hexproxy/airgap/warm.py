@@ -20,14 +20,14 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .cache import Cache
-from .cachekey import CacheKey, package_key, tarball_key
-from .entries import Status
-from .errors import ChecksumMismatch, HexproxyError
+from ..cache.entries import Status
+from ..cache.policy import Cache
+from ..errors import ChecksumMismatch, HexproxyError
+from ..registry import Package, Release
+from ..registry.versions import InvalidRequirement
+from ..store.cachekey import CacheKey, package_key, tarball_key
 from .lockfiles import LockedPackage
-from .registry import Package, Release
 from .resolve import Spec, Want, check_locked, dependency_wants, select_versions
-from .versions import InvalidRequirement
 
 DEFAULT_JOBS = 8
 

@@ -33,6 +33,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cache.policy import Cache
+from ..errors import VerificationError
+from ..registry import Names, Package, Versions
+from ..store.cachekey import CacheKey, Kind, package_key
+from ..store.storage import Meta
 from .bundle import (
     ALREADY_CACHED,
     MANIFEST,
@@ -43,11 +48,6 @@ from .bundle import (
     read_manifest,
     read_member,
 )
-from .cache import Cache
-from .cachekey import CacheKey, Kind, package_key
-from .errors import VerificationError
-from .registry import Names, Package, Versions
-from .storage import Meta
 
 
 @dataclass

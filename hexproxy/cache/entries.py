@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 
-from .cachekey import CacheKey
-from .storage import Meta
+from ..store.cachekey import CacheKey
+from ..store.storage import Meta
 
 
 class Status(enum.Enum):

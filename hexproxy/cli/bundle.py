@@ -9,17 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..bundle import ALREADY_CACHED, BundleError, ExportReport, cache_keys, export_bundle
-from ..bundle_import import ImportReport, import_bundle
-from ..cachekey import CacheKey
+from ..airgap.bundle import ALREADY_CACHED, BundleError, ExportReport, cache_keys, export_bundle
+from ..airgap.bundle_import import ImportReport, import_bundle
+from ..airgap.warm import format_bytes, summary_lines
 from ..config import Config
-from ..storage import FileStorage
-from ..warm import format_bytes, summary_lines
+from ..store.cachekey import CacheKey
+from ..store.storage import FileStorage
 from .warm import EXIT_FAILED, InputError, add_input_args, load_inputs, run_warm, usage_error
 
 
 def register(sub: Any) -> None:
-    from ..cli import config_args  # here, not at import time: cli imports this package
+    from . import config_args  # here, not at import time: cli imports this package
 
     export = sub.add_parser(
         "export",

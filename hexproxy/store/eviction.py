@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache.policy import Cache
+from ..errors import HexproxyError
+from ..registry import parse_docs_filename, parse_tarball_filename
+from ..units import format_size
+from ..upstream.breaker import State
 from . import inventory
-from .breaker import State
-from .cache import Cache
 from .cachekey import CacheKey, docs_key, install_key, tarball_key
-from .errors import HexproxyError
-from .registry import parse_docs_filename, parse_tarball_filename
-from .units import format_size
 
 log = logging.getLogger("hexproxy.eviction")
 

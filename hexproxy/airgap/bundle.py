@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from .cachekey import NAMES, VERSIONS, CacheKey, Kind, package_key, tarball_key
-from .errors import HexproxyError, InvalidRequest
-from .registry import parse_tarball_filename
-from .storage import FileStorage
+from ..errors import HexproxyError, InvalidRequest
+from ..registry import parse_tarball_filename
+from ..store.cachekey import NAMES, VERSIONS, CacheKey, Kind, package_key, tarball_key
+from ..store.storage import FileStorage
 
 MANIFEST = "manifest.json"
 FORMAT = "hexproxy-bundle"

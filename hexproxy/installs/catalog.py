@@ -37,14 +37,14 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from .cachekey import CacheKey, Kind, install_key
-from .errors import BadSignature, ConfigError, HexproxyError, NotFound, VerificationError
-from .registry import load_public_key, verify_signature
-from .versions import InvalidVersion, Version
+from ..errors import BadSignature, ConfigError, HexproxyError, NotFound, VerificationError
+from ..registry import load_public_key, verify_signature
+from ..registry.versions import InvalidVersion, Version
+from ..store.cachekey import CacheKey, Kind, install_key
 
 if TYPE_CHECKING:
-    from .cache import Cache
-    from .config import Config
+    from ..cache.policy import Cache
+    from ..config import Config
 
 # Elixir's own key for the installer CSVs: the ``@in_memory_key`` of ``Mix.Local``
 # (``lib/mix/lib/mix/local.ex``; formerly ``Mix.PublicKey`` in ``public_key.ex``),

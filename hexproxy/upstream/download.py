@@ -32,10 +32,10 @@ from typing import Any
 
 import aiofiles
 
-from .cachekey import CacheKey
-from .errors import ChecksumMismatch, HexproxyError, TooLarge, UpstreamTimeout
-from .storage import FileStorage, Meta
-from .upstream import Upstream
+from ..errors import ChecksumMismatch, HexproxyError, TooLarge, UpstreamTimeout
+from ..store.cachekey import CacheKey
+from ..store.storage import FileStorage, Meta
+from .client import Upstream
 
 log = logging.getLogger("hexproxy.download")
 

@@ -12,13 +12,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..cache import Cache
+from ..airgap.lockfiles import LockfileError, parse_lockfile
+from ..airgap.resolve import Spec, SpecError, parse_spec
+from ..airgap.warm import DEFAULT_JOBS, WarmInputs, WarmReport, describe, summary_lines, warm
+from ..cache.policy import Cache
 from ..config import Config
-from ..installs import InstallsReport, Target, print_installs, warm_installs
-from ..installs import parse_target as parse_installs_target
-from ..lockfiles import LockfileError, parse_lockfile
-from ..resolve import Spec, SpecError, parse_spec
-from ..warm import DEFAULT_JOBS, WarmInputs, WarmReport, describe, summary_lines, warm
+from ..installs.catalog import InstallsReport, Target, print_installs, warm_installs
+from ..installs.catalog import parse_target as parse_installs_target
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -53,7 +53,7 @@ def add_input_args(parser: argparse.ArgumentParser, *, specs: bool = True) -> No
 
 
 def register(sub: Any) -> None:
-    from ..cli import config_args  # here, not at import time: cli imports this package
+    from . import config_args  # here, not at import time: cli imports this package
 
     parser = sub.add_parser(
         "warm",

@@ -16,9 +16,9 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ..errors import VerificationError
+from ..registry import Package
 from .cachekey import CacheKey, Kind, package_key
-from .errors import VerificationError
-from .registry import Package
 from .storage import FileStorage, sha256_file
 
 # The registry gate: Cache.verify_bytes (raises VerificationError, returns the decoded file).

@@ -11,8 +11,8 @@ import enum
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidRequest
-from .registry import is_valid_name, is_valid_version
+from ..errors import InvalidRequest
+from ..registry import is_valid_name, is_valid_version
 
 
 class Kind(enum.Enum):

@@ -15,9 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..registry import Package, Release, is_valid_name
+from ..registry.versions import (
+    InvalidRequirement,
+    Requirement,
+    all_matches,
+    best_match,
+    parse_requirement,
+)
 from .lockfiles import LockedPackage
-from .registry import Package, Release, is_valid_name
-from .versions import InvalidRequirement, Requirement, all_matches, best_match, parse_requirement
 
 __all__ = [
     "ANY",

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..registry import parse_docs_filename, parse_tarball_filename
 from .cachekey import CacheKey, Kind
-from .registry import parse_docs_filename, parse_tarball_filename
 
 META_SUFFIX = ".meta"
 TMP_DIR = "tmp"

@@ -23,13 +23,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from . import installs
-from .breaker import State
-from .cachekey import CacheKey, Kind, install_key, package_key
-from .config import Config
-from .download import Download
-from .entries import Counters, Entry, Small, Status, StoredFile
-from .errors import (
+from .. import installs
+from ..config import Config
+from ..errors import (
     HexproxyError,
     NotCached,
     NotFound,
@@ -37,9 +33,13 @@ from .errors import (
     UpstreamUnavailable,
     VerificationError,
 )
-from .registry import Package, load_public_key, verify_names, verify_package, verify_versions
-from .storage import FileStorage, Meta, sha256_file
-from .upstream import Upstream
+from ..registry import Package, load_public_key, verify_names, verify_package, verify_versions
+from ..store.cachekey import CacheKey, Kind, install_key, package_key
+from ..store.storage import FileStorage, Meta, sha256_file
+from ..upstream.breaker import State
+from ..upstream.client import Upstream
+from ..upstream.download import Download
+from .entries import Counters, Entry, Small, Status, StoredFile
 
 log = logging.getLogger("hexproxy.cache")
 
