@@ -12,15 +12,15 @@ from typing import Any
 from ..airgap.bundle import ALREADY_CACHED, BundleError, ExportReport, cache_keys, export_bundle
 from ..airgap.bundle_import import ImportReport, import_bundle
 from ..airgap.warm import format_bytes, summary_lines
+from ..cache.wiring import build_cache
 from ..config import Config
 from ..store.cachekey import CacheKey
 from ..store.storage import FileStorage
-from .warm import EXIT_FAILED, InputError, add_input_args, load_inputs, run_warm, usage_error
+from .options import EXIT_FAILED, EXIT_OK, config_args, error, usage_error
+from .warm import InputError, add_input_args, load_inputs, run_warm
 
 
 def register(sub: Any) -> None:
-    from . import config_args  # here, not at import time: cli imports this package
-
     export = sub.add_parser(
         "export",
         help="write cached packages into a bundle (a tar file) to carry elsewhere",
@@ -53,12 +53,12 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
     try:
         report = export_bundle(FileStorage(config.cache_dir), keys, args.bundle)
     except BundleError as exc:
-        print(f"hexproxy: error: {exc.message}", file=sys.stderr)
+        error(exc.message)
         return EXIT_FAILED
     except OSError as exc:
         return usage_error(f"cannot write {args.bundle}: {exc.strerror or exc}")
     _print_export(args.bundle, report)
-    return 0
+    return EXIT_OK
 
 
 def _export_keys(args: argparse.Namespace, config: Config) -> list[CacheKey] | None:
@@ -75,10 +75,7 @@ def _export_keys(args: argparse.Namespace, config: Config) -> list[CacheKey] | N
     if report.failures:
         for line in summary_lines(report, "checked"):
             print(line, file=sys.stderr)
-        print(
-            "hexproxy: error: the cache lacks what is listed above; run hexproxy warm first",
-            file=sys.stderr,
-        )
+        error("the cache lacks what is listed above; run hexproxy warm first")
         return None
     return sorted(report.keys, key=lambda k: k.path)
 
@@ -91,8 +88,6 @@ def _print_export(bundle: Path, report: ExportReport) -> None:
 
 
 def run_import(args: argparse.Namespace, config: Config) -> int:
-    from ..web.app import build_cache
-
     cache = build_cache(config)  # only for its verification gate: no upstream is started
     cache.storage.tmp.mkdir(parents=True, exist_ok=True)
     try:
@@ -100,7 +95,7 @@ def run_import(args: argparse.Namespace, config: Config) -> int:
     except BundleError as exc:
         return usage_error(exc.message)
     _print_import(report)
-    return EXIT_FAILED if report.refused else 0
+    return EXIT_FAILED if report.refused else EXIT_OK
 
 
 def _print_import(report: ImportReport) -> None:

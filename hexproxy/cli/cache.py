@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ..cache.wiring import build_cache
 from ..config import Config
 from ..errors import HexproxyError
 from ..store import audit, inventory
 from ..store.storage import FileStorage
 from ..units import format_size, parse_duration, parse_size
-
-EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
+from .options import EXIT_FAILED, EXIT_OK, config_args, usage_error
 
 
 def register(sub: Any) -> None:
-    from . import config_args  # here, not at import time: cli imports the commands
-
     parser = sub.add_parser("cache", help="inspect, verify and prune the cache directory")
     actions = parser.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
 
@@ -71,19 +67,13 @@ def _guarded(run: Callable[[argparse.Namespace, Config, FileStorage], int]) -> C
 
     def guarded(args: argparse.Namespace, config: Config) -> int:
         if not config.cache_dir.is_dir():
-            _fail(f"no cache directory at {config.cache_dir} (see --cache-dir)")
-            return EXIT_USAGE
+            return usage_error(f"no cache directory at {config.cache_dir} (see --cache-dir)")
         try:
             return run(args, config, FileStorage(config.cache_dir))
         except HexproxyError as exc:
-            _fail(exc.message)
-            return EXIT_USAGE
+            return usage_error(exc.message)
 
     return guarded
-
-
-def _fail(message: str) -> None:
-    print(f"hexproxy: error: {message}", file=sys.stderr)
 
 
 def _emit(data: object) -> None:
@@ -98,10 +88,10 @@ def run_ls(args: argparse.Namespace, config: Config, storage: FileStorage) -> in
     now, ttl = time.time(), config.cache.registry_ttl
     if args.json:
         _emit({"packages": [_listing_json(p, now, ttl) for p in listings]})
-        return 0
+        return EXIT_OK
     if not listings:
         print("No cached packages" + (f" match {args.pattern!r}." if args.pattern else "."))
-        return 0
+        return EXIT_OK
     rows = [("PACKAGE", "VERSION", "SIZE", "LAST ACCESS", "REGISTRY")]
     for p in listings:
         registry = _freshness(p.registry, now, ttl)
@@ -120,7 +110,7 @@ def run_ls(args: argparse.Namespace, config: Config, storage: FileStorage) -> in
     tarballs = sum(len(p.releases) for p in listings)
     total = sum(p.size for p in listings)
     print(f"\n{len(listings)} packages, {tarballs} tarballs, {format_size(total)}")
-    return 0
+    return EXIT_OK
 
 
 def _listing_json(p: inventory.PackageListing, now: float, ttl: float) -> dict[str, Any]:
@@ -172,9 +162,9 @@ def run_stats(args: argparse.Namespace, config: Config, storage: FileStorage) ->
                 "newest": _item_json(s.newest),
             }
         )
-        return 0
+        return EXIT_OK
     _print_stats(s, storage, limit)
-    return 0
+    return EXIT_OK
 
 
 def _print_stats(s: inventory.Stats, storage: FileStorage, limit: int) -> None:
@@ -211,8 +201,6 @@ def _item_json(item: inventory.Item | None) -> dict[str, Any] | None:
 
 
 def run_verify(args: argparse.Namespace, config: Config, storage: FileStorage) -> int:
-    from ..web.app import build_cache  # the same verifying key and gate as the server
-
     report = audit.audit(storage, build_cache(config).verify_bytes, purge=args.purge)
     left = [f for f in report.bad if not f.removed]
     if args.json:
@@ -224,9 +212,9 @@ def run_verify(args: argparse.Namespace, config: Config, storage: FileStorage) -
                 "ok": not left,
             }
         )
-        return EXIT_PROBLEMS if left else 0
+        return EXIT_FAILED if left else EXIT_OK
     _print_report(report, args.purge)
-    return EXIT_PROBLEMS if left else 0
+    return EXIT_FAILED if left else EXIT_OK
 
 
 def _print_report(report: audit.Report, purged: bool) -> None:
@@ -277,7 +265,7 @@ def run_rm(args: argparse.Namespace, config: Config, storage: FileStorage) -> in
         print(f"Removed {len(removed)} files, {format_size(freed)}.")
     else:
         print(f"Nothing cached for {args.target}.")
-    return 0 if removed else EXIT_PROBLEMS
+    return EXIT_OK if removed else EXIT_FAILED
 
 
 def _removed_json(item: inventory.Item) -> dict[str, Any]:
@@ -311,7 +299,7 @@ def run_prune(args: argparse.Namespace, config: Config, storage: FileStorage) ->
                 "notes": plan.notes,
             }
         )
-        return 0
+        return EXIT_OK
     now = time.time()
     verb = "would remove" if args.dry_run else "removed"
     for item in removed:
@@ -323,7 +311,7 @@ def run_prune(args: argparse.Namespace, config: Config, storage: FileStorage) ->
     )
     for note in plan.notes:
         print(f"Note: {note}.")
-    return 0
+    return EXIT_OK
 
 
 # ----- formatting -----

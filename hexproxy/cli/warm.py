@@ -16,12 +16,11 @@ from ..airgap.lockfiles import LockfileError, parse_lockfile
 from ..airgap.resolve import Spec, SpecError, parse_spec
 from ..airgap.warm import DEFAULT_JOBS, WarmInputs, WarmReport, describe, summary_lines, warm
 from ..cache.policy import Cache
+from ..cache.wiring import build_cache
 from ..config import Config
 from ..installs.catalog import InstallsReport, Target, print_installs, warm_installs
 from ..installs.catalog import parse_target as parse_installs_target
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from .options import EXIT_FAILED, EXIT_OK, config_args, usage_error
 
 SPEC_HELP = (
     "a package to warm: NAME (newest stable release), NAME@VERSION, or NAME@REQUIREMENT "
@@ -53,8 +52,6 @@ def add_input_args(parser: argparse.ArgumentParser, *, specs: bool = True) -> No
 
 
 def register(sub: Any) -> None:
-    from . import config_args  # here, not at import time: cli imports this package
-
     parser = sub.add_parser(
         "warm",
         help="fetch and verify packages into the cache ahead of time",
@@ -106,11 +103,6 @@ def _spec(text: str) -> Spec:
         raise InputError(str(exc)) from None
 
 
-def usage_error(message: str) -> int:
-    print(f"hexproxy: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def run(args: argparse.Namespace, config: Config) -> int:
     try:
         targets = [parse_installs_target(text) for text in args.installs]
@@ -124,13 +116,13 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if targets:
         print_installs(installs, as_json=args.json)
     if inputs is None:
-        return EXIT_FAILED if installs.failures else 0
+        return EXIT_FAILED if installs.failures else EXIT_OK
     show = TtyProgress(sys.stderr) if sys.stderr.isatty() and not args.json else None
     report = asyncio.run(run_warm(config, inputs, args.jobs, args.all_versions, show))
     if show is not None:
         show.finish()
     print_report(report, as_json=args.json)
-    return EXIT_FAILED if report.failures or installs.failures else 0
+    return EXIT_FAILED if report.failures or installs.failures else EXIT_OK
 
 
 async def run_installs(config: Config, targets: list[Target]) -> InstallsReport:
@@ -158,9 +150,7 @@ async def run_warm(
 @asynccontextmanager
 async def open_cache(config: Config) -> AsyncIterator[Cache]:
     """A started cache, closed afterwards."""
-    from ..web.app import build_cache
-
-    cache: Cache = build_cache(config)
+    cache = build_cache(config)
     # No sweep of tmp/: a server may be writing into the same cache right now.
     cache.storage.tmp.mkdir(parents=True, exist_ok=True)
     await cache.upstream.start()

@@ -12,11 +12,11 @@ import pytest
 from hexproxy.airgap.lockfiles import parse_mix_lock
 from hexproxy.airgap.resolve import parse_spec
 from hexproxy.airgap.warm import WarmInputs, warm
+from hexproxy.cache.wiring import build_cache
 from hexproxy.registry import verify_package
 from hexproxy.store.cachekey import tarball_key
 from hexproxy.store.storage import FileStorage
 from hexproxy.web import create_app
-from hexproxy.web.app import build_cache
 from tests.support.keys import test_private_key
 from tests.support.repo import DepSpec, PackageSpec, build_repo
 from tests.support.warming import (
