@@ -24,7 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from .. import installs
-from ..config import Config
+from ..config import Config, read_key_file
 from ..errors import (
     HexproxyError,
     NotCached,
@@ -223,7 +223,7 @@ class Cache:
     async def _verify(self, key: CacheKey, body: bytes) -> object | None:
         """Check what upstream signed; the bytes are stored only if this returns."""
         try:
-            if installs.is_csv(key):
+            if is_csv(key):
                 return await self._verify_fetched_csv(key, body)
             if len(body) > 256 * 1024:
                 return await asyncio.to_thread(self.verify_bytes, key, body)
@@ -245,10 +245,10 @@ class Cache:
             return verify_names(body, self.public_key, repository=repo, max_uncompressed=limit)
         if key.kind is Kind.VERSIONS:
             return verify_versions(body, self.public_key, repository=repo, max_uncompressed=limit)
-        if installs.is_csv(key):
+        if is_csv(key):
             # A stored CSV is checked against the stored .signed it was accepted with.
             return self._verify_csv(key, body, self.storage.read(_signed_key(key)))
-        if installs.is_signature(key):
+        if is_signature(key):
             # A new .signed must match the CSV we hold; when upstream changed both, the
             # CSV's own refresh brings the pair in together (_verify_fetched_csv).
             csv_key = CacheKey(Kind.INSTALL, key.name.removesuffix(".signed"))
@@ -259,7 +259,12 @@ class Cache:
 
     def _verify_csv(self, key: CacheKey, body: bytes, signed: bytes | None) -> object:
         if self._installs_key is None:
-            self._installs_key = load_public_key(installs.load_installs_public_key_pem(self.config))
+            configured = read_key_file(
+                "[upstream] installs_public_key", self.config.upstream.installs_public_key
+            )
+            self._installs_key = load_public_key(
+                configured or installs.ELIXIR_INSTALLS_PUBLIC_KEY_PEM
+            )
         return installs.verify_csv(key.name, body, signed, self._installs_key)
 
     async def _verify_fetched_csv(self, key: CacheKey, body: bytes) -> object:
@@ -471,6 +476,15 @@ class Cache:
 def _package(entry: Entry) -> Package:
     assert isinstance(entry.decoded, Package)
     return entry.decoded
+
+
+def is_csv(key: CacheKey) -> bool:
+    return key.kind is Kind.INSTALL and key.name in installs.CSV_NAMES
+
+
+def is_signature(key: CacheKey) -> bool:
+    name = key.name
+    return key.kind is Kind.INSTALL and name.endswith(".signed") and name[:-7] in installs.CSV_NAMES
 
 
 def _signed_key(csv: CacheKey) -> CacheKey:

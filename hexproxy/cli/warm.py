@@ -15,11 +15,12 @@ from typing import Any, TextIO
 from ..airgap.lockfiles import LockfileError, parse_lockfile
 from ..airgap.resolve import Spec, SpecError, parse_spec
 from ..airgap.warm import DEFAULT_JOBS, WarmInputs, WarmReport, describe, summary_lines, warm
+from ..airgap.warm_installs import InstallsReport, warm_installs
 from ..cache.policy import Cache
 from ..cache.wiring import build_cache
 from ..config import Config
-from ..installs.catalog import InstallsReport, Target, print_installs, warm_installs
-from ..installs.catalog import parse_target as parse_installs_target
+from ..installs import Target
+from ..installs import parse_target as parse_installs_target
 from .options import EXIT_FAILED, EXIT_OK, config_args, usage_error
 
 SPEC_HELP = (
@@ -190,3 +191,14 @@ class TtyProgress:
         if self._shown:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+
+
+def print_installs(report: InstallsReport, *, as_json: bool) -> None:
+    """What ``hexproxy warm --installs`` prints: a count and each failure, or JSON."""
+    if as_json:
+        failures = [{"what": w, "reason": r} for w, r in report.failures]
+        print(json.dumps({"installs": {"fetched": report.fetched, "failures": failures}}))
+        return
+    print(f"installs: {len(report.fetched)} files cached and verified")
+    for what, reason in report.failures:
+        print(f"FAILED {what}: {reason}", file=sys.stderr)

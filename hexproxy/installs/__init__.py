@@ -1,27 +1,27 @@
-"""The Hex installer files (``mix local.hex`` / ``mix local.rebar``) under ``/installs/``."""
+"""The Hex installer files (``mix local.hex`` / ``mix local.rebar``) under ``/installs/``.
 
+Pure: ``catalog`` is the CSV files (lines, verification), ``builds`` which build a
+client installs and what a build's path says. Warming them is ``airgap``'s job.
+"""
+
+from .builds import (
+    TOOLS,
+    BuildRef,
+    Target,
+    build_path,
+    csv_name,
+    parse_build,
+    parse_target,
+    select,
+    sha512_for,
+)
 from .catalog import (
     CSV_NAMES,
     ELIXIR_INSTALLS_PUBLIC_KEY_PEM,
     SIGNATURE_REQUIRED,
-    TOOLS,
-    BuildRef,
     CsvLine,
-    InstallsReport,
-    Target,
-    build_path,
-    csv_name,
-    is_csv,
-    is_signature,
-    load_installs_public_key_pem,
-    parse_build,
     parse_csv,
-    parse_target,
-    print_installs,
-    select,
-    sha512_for,
     verify_csv,
-    warm_installs,
 )
 
 __all__ = [
@@ -31,19 +31,13 @@ __all__ = [
     "TOOLS",
     "BuildRef",
     "CsvLine",
-    "InstallsReport",
     "Target",
     "build_path",
     "csv_name",
-    "is_csv",
-    "is_signature",
-    "load_installs_public_key_pem",
     "parse_build",
     "parse_csv",
     "parse_target",
-    "print_installs",
     "select",
     "sha512_for",
     "verify_csv",
-    "warm_installs",
 ]
