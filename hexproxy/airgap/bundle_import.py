@@ -7,7 +7,7 @@ stored when all of these hold:
   paths, no links, nothing outside the cache tree), and the manifest lists it;
 * its bytes have the manifest's size and sha256 (catches a damaged copy);
 * a registry file verifies against the configured public key and repository
-  name (``Cache.verify_bytes``, the server's own gate);
+  name (``Cache.gate``, the server's own gate);
 * a tarball's sha256 is the outer checksum of its release in a verified
   ``/packages/NAME``: the bundle's own copy if that verified, else the cache's.
 
@@ -33,9 +33,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cache.gate import RegistryFile
 from ..cache.policy import Cache
 from ..errors import VerificationError
-from ..registry import Names, Package, Versions
+from ..registry import Names, Package
 from ..store.cachekey import CacheKey, Kind, package_key
 from ..store.storage import Meta
 from .bundle import (
@@ -76,12 +77,10 @@ def import_bundle(cache: Cache, source: Path) -> ImportReport:
     return importer.report
 
 
-Decoded = Package | Names | Versions
-
-
 class _Importer:
     def __init__(self, cache: Cache, tar: tarfile.TarFile, manifest: dict[str, ManifestEntry]):
         self.cache = cache
+        self.gate = cache.gate
         self.storage = cache.storage
         self.tar = tar
         self.manifest = manifest
@@ -137,8 +136,7 @@ class _Importer:
         return body
 
     def _import_registry(self, key: CacheKey, body: bytes) -> None:
-        decoded = self.cache.verify_bytes(key, body)
-        assert isinstance(decoded, Package | Names | Versions)
+        decoded = self.gate.registry_file(key, body)
         if isinstance(decoded, Package):
             self.signed[decoded.name] = decoded
         validated = min(self.manifest[key.path].validated_at or 0.0, time.time())
@@ -149,7 +147,7 @@ class _Importer:
         self._store(key, body, validated)
 
     def _keep_local(
-        self, key: CacheKey, body: bytes, decoded: Decoded, validated: float
+        self, key: CacheKey, body: bytes, decoded: RegistryFile, validated: float
     ) -> str | None:
         """Why the cache's copy stays, or None to store the bundle's (see module doc)."""
         local = self.storage.read(key)
@@ -158,10 +156,9 @@ class _Importer:
         if local == body:
             return ALREADY_CACHED
         try:
-            local_decoded = self.cache.verify_bytes(key, local)
+            local_decoded = self.gate.registry_file(key, local)
         except VerificationError:
             return None  # a stored copy that does not verify is worth nothing
-        assert isinstance(local_decoded, Package | Names | Versions)
         ours, theirs = _contents(local_decoded), _contents(decoded)
         if theirs > ours:
             return None
@@ -201,10 +198,9 @@ class _Importer:
         if body is None:
             return None
         try:
-            decoded = self.cache.verify_bytes(package_key(name), body)
+            return self.gate.package(name, body)
         except VerificationError:
             return None
-        return decoded if isinstance(decoded, Package) else None
 
     def _store(self, key: CacheKey, body: bytes, validated_at: float) -> None:
         now = time.time()
@@ -240,7 +236,7 @@ def _import_order(key: CacheKey) -> tuple[int, str]:
     return rank, key.path
 
 
-def _contents(decoded: Decoded) -> frozenset[str]:
+def _contents(decoded: RegistryFile) -> frozenset[str]:
     """What a registry file lists; Hex only adds to it, so a superset is newer."""
     if isinstance(decoded, Package):
         return frozenset(release.version for release in decoded.releases)

@@ -1,6 +1,6 @@
 """Fill the cache ahead of time with what projects will ask for.
 
-Everything goes through ``Cache.get_small`` and ``Cache.fetch_file``, the path
+Everything goes through ``Cache.get_package`` and ``Cache.fetch_file``, the path
 the server uses, so a warmed file has passed the same signature, origin and
 checksum checks as a served one, and nothing unverified is ever stored. Being
 idempotent falls out of that: a stored tarball is not fetched again, and a
@@ -20,12 +20,12 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..cache.entries import Status
+from ..cache.entries import Answer, Status
 from ..cache.policy import Cache
 from ..errors import ChecksumMismatch, HexproxyError
 from ..registry import Package, Release
 from ..registry.versions import InvalidRequirement
-from ..store.cachekey import CacheKey, package_key, tarball_key
+from ..store.cachekey import CacheKey, tarball_key
 from .lockfiles import LockedPackage
 from .resolve import Spec, Want, check_locked, dependency_wants, select_versions
 
@@ -135,22 +135,21 @@ class _Warmer:
 
     async def _load_package(self, name: str) -> Package | None:
         try:
-            key = package_key(name)
             async with self._slots:
-                small = await self.cache.get_small(key)
+                answer = await self.cache.get_package(name)
         except HexproxyError as exc:
             self._fail(f"/packages/{name}", exc.message)
             return None
-        self._count_small(key, small.status, len(small.entry.body))
-        assert isinstance(small.entry.decoded, Package)
-        return small.entry.decoded
+        self._count_package(answer)
+        return answer.entry.decoded
 
-    def _count_small(self, key: CacheKey, status: Status, size: int) -> None:
+    def _count_package(self, answer: Answer[Package]) -> None:
+        status = answer.status
         self.report.packages += 1
-        self.report.keys.add(key)
+        self.report.keys.add(answer.entry.key)
         if status in (Status.MISS, Status.REVALIDATED):
             self.report.registry_fetched += 1
-            self.report.bytes += size if status is Status.MISS else 0
+            self.report.bytes += len(answer.entry.body) if status is Status.MISS else 0
         else:
             self.report.already_cached += 1
         self.progress(self.report)

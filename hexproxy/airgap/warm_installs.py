@@ -38,15 +38,14 @@ async def warm_installs(cache: Cache, targets: list[Target]) -> InstallsReport:
 
 async def _warm_one(cache: Cache, tool: str, target: Target) -> list[str]:
     name = csv_name(tool, target)
-    small = await cache.get_small(install_key(name))
+    csv = await cache.get_installs_csv(name)
     paths = [f"/installs/{name}"]
     try:
-        await cache.get_small(install_key(name + ".signed"))
+        await cache.get_metadata(install_key(name + ".signed"))
         paths.append(f"/installs/{name}.signed")
     except NotFound:
         pass  # hex.csv / rebar.csv may be unsigned (Elixir 1.19+ never asks for .signed)
-    lines = small.entry.decoded if isinstance(small.entry.decoded, list) else []
-    chosen = select(lines, target)
+    chosen = select(csv.entry.decoded, target)
     if chosen is None:
         raise NotFound(f"/installs/{name} lists no {tool} build for Elixir {target}")
     line, elixir_dir = chosen

@@ -1,6 +1,6 @@
 """What the cache hands out: values the policy layer returns and the HTTP layer renders.
 
-Kept apart from ``cache.py`` so the renderers (web/responses.py, web/fastpath.py) and the
+Kept apart from ``policy.py`` so the renderers (web/responses.py, web/fastpath.py) and the
 policy share these types without the renderers depending on the policy's machinery.
 """
 
@@ -11,9 +11,14 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from ..store.cachekey import CacheKey
 from ..store.storage import Meta
+
+# What an entry decodes to, fixed by its key's kind (see gate.py): Names, Versions,
+# Package, an installs CSV's lines, or None for a file without content of its own.
+D = TypeVar("D", covariant=True)
 
 
 class Status(enum.Enum):
@@ -24,13 +29,13 @@ class Status(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
-    """A small object, verified, as served from memory."""
+class Entry(Generic[D]):
+    """A metadata file (registry file, installs CSV), verified, as held in memory."""
 
     key: CacheKey
     body: bytes
     meta: Meta
-    decoded: object | None = None
+    decoded: D
 
     @property
     def etag(self) -> str:
@@ -42,8 +47,10 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
-class Small:
-    entry: Entry
+class Answer(Generic[D]):
+    """The cache's answer for a metadata file: the entry, and how it was had (X-Cache)."""
+
+    entry: Entry[D]
     status: Status
 
 

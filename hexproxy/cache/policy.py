@@ -4,9 +4,10 @@ This is the only place that knows what the cache *means*. The HTTP layer
 translates its results into responses, and ``warm`` calls the same methods, so
 serving and pre-warming share one verified path.
 
-Small objects (registry files, installer CSVs) are served from memory after
-their first load; immutable objects (tarballs, docs, installer builds) are
-served from disk and fetched through a shared ``Download``.
+Metadata (registry files, installer CSVs) is revalidated after the TTL and
+served from memory after its first load; immutable objects (tarballs, docs,
+installer builds) are served from disk and fetched through a shared
+``Download``. What makes bytes fit to serve is ``gate.py``'s job.
 """
 
 from __future__ import annotations
@@ -16,15 +17,11 @@ import hashlib
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-
-from .. import installs
-from ..config import Config, read_key_file
+from ..config import Config
 from ..errors import (
     HexproxyError,
     NotCached,
@@ -33,24 +30,23 @@ from ..errors import (
     UpstreamUnavailable,
     VerificationError,
 )
-from ..registry import Package, load_public_key, verify_names, verify_package, verify_versions
+from ..installs import CSV_NAMES, CsvLine, parse_build, sha512_for
+from ..registry import Package
 from ..store.cachekey import CacheKey, Kind, install_key, package_key
 from ..store.storage import FileStorage, Meta, sha256_file
 from ..upstream.breaker import State
 from ..upstream.client import Upstream
 from ..upstream.download import Download
-from .entries import Counters, Entry, Small, Status, StoredFile
+from .entries import Answer, Counters, Entry, Status, StoredFile
+from .gate import Gate, csv_key, is_installs_csv, is_installs_signature, signature_key
+from .memory import Memory
 
 log = logging.getLogger("hexproxy.cache")
-
-# Small objects are kept in memory; a bound keeps a cache of the whole of
-# hex.pm (tens of thousands of /packages files) from taking all of RAM.
-MEMORY_BUDGET = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
 class _Flight:
-    task: asyncio.Task[Small]
+    task: asyncio.Task[Answer[Any]]
     reported_slow: bool = False
 
 
@@ -60,23 +56,23 @@ class Cache:
         config: Config,
         storage: FileStorage,
         upstream: Upstream,
-        public_key: RSAPublicKey,
+        gate: Gate,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.storage = storage
         self.upstream = upstream
-        self.public_key = public_key
+        self.gate = gate
         self.clock = clock
         self.offline = config.upstream.offline
         self.counters = Counters()
-        self._memory: OrderedDict[CacheKey, Entry] = OrderedDict()
-        self._memory_bytes = 0
+        # Every entry's decoded value has the type its key's kind decodes to (see
+        # _decode); the typed getters below rely on that.
+        self._memory = Memory()
         self._files: dict[CacheKey, StoredFile] = {}
         self._negative: dict[CacheKey, float] = {}
         self._flights: dict[CacheKey, _Flight] = {}
         self._downloads: dict[CacheKey, Download] = {}
-        self._installs_key: RSAPublicKey | None = None
 
     async def close(self) -> None:
         """Stop running fetches (their temp files are dropped) and the upstream client."""
@@ -87,14 +83,28 @@ class Cache:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.upstream.close()
 
-    # ----- small, mutable objects: registry files and installer CSVs -----
+    # ----- metadata: registry files and installer CSVs, revalidated after the TTL -----
 
-    async def get_small(self, key: CacheKey) -> Small:
+    async def get_metadata(self, key: CacheKey) -> Answer[object]:
+        """A metadata file by its key, for serving its bytes."""
+        return await self._get(key)
+
+    async def get_package(self, name: str) -> Answer[Package]:
+        """The verified ``/packages/NAME``."""
+        return await self._get(package_key(name))
+
+    async def get_installs_csv(self, name: str) -> Answer[list[CsvLine]]:
+        """A verified installs CSV (``hex-1.x.csv``, ``rebar.csv``, ...) and its lines."""
+        if name not in CSV_NAMES:
+            raise NotFound(f"/installs/{name} is not an installs CSV")
+        return await self._get(install_key(name))
+
+    async def _get(self, key: CacheKey) -> Answer[Any]:
         entry = self._memory.get(key) or await self._load(key)
         if entry is not None and self._is_fresh(entry):
-            return Small(entry, Status.HIT)
+            return Answer(entry, Status.HIT)
         if entry is not None and self.offline:
-            return Small(entry, Status.HIT)
+            return Answer(entry, Status.HIT)
         self._check_negative(key)
         if self.offline:
             raise _offline_miss(key)
@@ -102,28 +112,28 @@ class Cache:
             return await self._join_flight(key, None).task
         return await self._revalidate(key, entry)
 
-    def fresh_entry(self, key: CacheKey) -> Entry | None:
-        """What get_small would answer as a HIT right now without any I/O, if anything."""
+    def fresh_entry(self, key: CacheKey) -> Entry[object] | None:
+        """What get_metadata would answer as a HIT right now without any I/O, if anything."""
         entry = self._memory.get(key)
         if entry is not None and self.clock() < self.fresh_until(entry):
             return entry
         return None
 
-    def memory_entry(self, key: CacheKey) -> Entry | None:
+    def memory_entry(self, key: CacheKey) -> Entry[object] | None:
         return self._memory.get(key)
 
-    def fresh_until(self, entry: Entry) -> float:
+    def fresh_until(self, entry: Entry[object]) -> float:
         """When ``entry`` stops being a HIT (revalidation, or a stale answer, is due)."""
         if self.offline or not entry.key.is_mutable:
             return float("inf")
         return entry.meta.validated_at + self.config.cache.registry_ttl
 
-    def _is_fresh(self, entry: Entry) -> bool:
+    def _is_fresh(self, entry: Entry[object]) -> bool:
         if not entry.key.is_mutable:
             return True
         return self.clock() - entry.meta.validated_at < self.config.cache.registry_ttl
 
-    async def _revalidate(self, key: CacheKey, entry: Entry) -> Small:
+    async def _revalidate(self, key: CacheKey, entry: Entry[Any]) -> Answer[Any]:
         """Ask upstream, but never make the client wait long for what we already hold."""
         if self.upstream.breaker.state is State.PAUSED:
             return self._stale(entry, self.upstream.breaker.last_error)
@@ -145,12 +155,12 @@ class Cache:
         except (UpstreamError, VerificationError) as exc:
             return self._stale(entry, exc.message)
 
-    def _stale(self, entry: Entry, reason: str) -> Small:
+    def _stale(self, entry: Entry[Any], reason: str) -> Answer[Any]:
         self.counters.stale_served += 1
         log.info("serving stale %s: %s", entry.key, reason)
-        return Small(entry, Status.STALE)
+        return Answer(entry, Status.STALE)
 
-    def _join_flight(self, key: CacheKey, entry: Entry | None) -> _Flight:
+    def _join_flight(self, key: CacheKey, entry: Entry[Any] | None) -> _Flight:
         flight = self._flights.get(key)
         if flight is None:
             task = asyncio.create_task(self._refresh(key, entry), name=f"refresh {key}")
@@ -159,13 +169,13 @@ class Cache:
             task.add_done_callback(lambda t: self._land(key, t))
         return flight
 
-    def _land(self, key: CacheKey, task: asyncio.Task[Small]) -> None:
+    def _land(self, key: CacheKey, task: asyncio.Task[Answer[Any]]) -> None:
         if self._flights.get(key, None) and self._flights[key].task is task:
             del self._flights[key]
         if not task.cancelled():
             task.exception()  # retrieved: waiters that gave up must not leave it unread
 
-    async def _refresh(self, key: CacheKey, entry: Entry | None) -> Small:
+    async def _refresh(self, key: CacheKey, entry: Entry[Any] | None) -> Answer[Any]:
         meta = entry.meta if entry else None
         self.counters.upstream_fetches += 1
         fetched = await self.upstream.fetch(
@@ -176,15 +186,15 @@ class Cache:
         )
         now = self.clock()
         if fetched.status == 304 and entry is not None:
-            return Small(await self._touch(entry, now), Status.REVALIDATED)
+            return Answer(await self._touch(entry, now), Status.REVALIDATED)
         if fetched.status != 200:
             self._negative[key] = now + self.config.cache.negative_ttl
             raise NotFound(f"{key} not found upstream")
         self._negative.pop(key, None)
-        decoded = await self._verify(key, fetched.body)
+        decoded = await self._decode_fetched(key, fetched.body)
         if entry is not None and entry.body == fetched.body:
             touched = await self._touch(entry, now, fetched.etag, fetched.last_modified)
-            return Small(touched, Status.REVALIDATED)
+            return Answer(touched, Status.REVALIDATED)
         new_meta = Meta(
             sha256=hashlib.sha256(fetched.body).hexdigest(),
             size=len(fetched.body),
@@ -198,12 +208,12 @@ class Cache:
             await asyncio.to_thread(self.storage.put, key, fetched.body, new_meta)
         except OSError as exc:
             log.warning("cannot store %s (%s); serving it from memory", key, exc.strerror)
-        self._remember(fresh)
-        return Small(fresh, Status.MISS)
+        self._memory.put(fresh)
+        return Answer(fresh, Status.MISS)
 
     async def _touch(
-        self, entry: Entry, now: float, etag: str | None = None, modified: str | None = None
-    ) -> Entry:
+        self, entry: Entry[Any], now: float, etag: str | None = None, modified: str | None = None
+    ) -> Entry[Any]:
         """Upstream confirmed what we hold: record when (and its new validators, if any)."""
         meta = entry.meta.revalidated(now)
         if etag or modified:
@@ -217,65 +227,48 @@ class Cache:
                 await asyncio.to_thread(self.storage.write_meta, entry.key, meta)
         except OSError as exc:
             log.warning("cannot record revalidation of %s (%s)", entry.key, exc.strerror)
-        self._remember(touched)
+        self._memory.put(touched)
         return touched
 
-    async def _verify(self, key: CacheKey, body: bytes) -> object | None:
-        """Check what upstream signed; the bytes are stored only if this returns."""
+    async def _decode_fetched(self, key: CacheKey, body: bytes) -> Any:
+        """Check what upstream sent; the bytes are stored only if this returns."""
         try:
-            if is_csv(key):
-                return await self._verify_fetched_csv(key, body)
+            if is_installs_csv(key):
+                return await self._decode_fetched_csv(key, body)
             if len(body) > 256 * 1024:
-                return await asyncio.to_thread(self.verify_bytes, key, body)
-            return self.verify_bytes(key, body)
+                return await asyncio.to_thread(self._decode, key, body)
+            return self._decode(key, body)
         except VerificationError as exc:
             self.counters.failure(f"{key}: {exc.message}")
             log.error("verification failed for %s: %s", key, exc.message)
             raise
 
-    def verify_bytes(self, key: CacheKey, body: bytes) -> object | None:
-        """Raise VerificationError unless ``body`` is a genuine ``key`` from our repository."""
-        repo = self.config.upstream.repo_name
-        limit = self.config.upstream.max_registry_size
-        if key.kind is Kind.PACKAGE:
-            return verify_package(
-                body, self.public_key, repository=repo, name=key.name, max_uncompressed=limit
-            )
-        if key.kind is Kind.NAMES:
-            return verify_names(body, self.public_key, repository=repo, max_uncompressed=limit)
-        if key.kind is Kind.VERSIONS:
-            return verify_versions(body, self.public_key, repository=repo, max_uncompressed=limit)
-        if is_csv(key):
+    def _decode(self, key: CacheKey, body: bytes) -> Any:
+        """Raise VerificationError unless ``body`` is a genuine ``key`` from our repository;
+        return what the gate decodes it to, which the key's kind decides."""
+        if key.is_registry:
+            return self.gate.registry_file(key, body)
+        if is_installs_csv(key):
             # A stored CSV is checked against the stored .signed it was accepted with.
-            return self._verify_csv(key, body, self.storage.read(_signed_key(key)))
-        if is_signature(key):
+            signed = self.storage.read(signature_key(key))
+            return self.gate.installs_csv(key.name, body, signed)
+        if is_installs_signature(key):
             # A new .signed must match the CSV we hold; when upstream changed both, the
-            # CSV's own refresh brings the pair in together (_verify_fetched_csv).
-            csv_key = CacheKey(Kind.INSTALL, key.name.removesuffix(".signed"))
-            csv = self.storage.read(csv_key)
+            # CSV's own refresh brings the pair in together (_decode_fetched_csv).
+            csv = self.storage.read(csv_key(key))
             if csv is not None:
-                self._verify_csv(csv_key, csv, body)
+                self.gate.installs_csv(csv_key(key).name, csv, body)
         return None
 
-    def _verify_csv(self, key: CacheKey, body: bytes, signed: bytes | None) -> object:
-        if self._installs_key is None:
-            configured = read_key_file(
-                "[upstream] installs_public_key", self.config.upstream.installs_public_key
-            )
-            self._installs_key = load_public_key(
-                configured or installs.ELIXIR_INSTALLS_PUBLIC_KEY_PEM
-            )
-        return installs.verify_csv(key.name, body, signed, self._installs_key)
-
-    async def _verify_fetched_csv(self, key: CacheKey, body: bytes) -> object:
+    async def _decode_fetched_csv(self, key: CacheKey, body: bytes) -> list[CsvLine]:
         """Check a CSV fresh from upstream against a fresh .signed, and keep that .signed
         only if it verifies: a forged pair must not replace the good one we serve."""
-        signed_key = _signed_key(key)
+        signed_key = signature_key(key)
         fetched = await self.upstream.fetch(signed_key, limit=64 * 1024)
         if fetched.status not in (200, 404):
             raise UpstreamUnavailable(f"{signed_key}: upstream answered {fetched.status}")
         signed = fetched.body if fetched.status == 200 else None
-        decoded = self._verify_csv(key, body, signed)
+        lines = self.gate.installs_csv(key.name, body, signed)
         held = self._memory.get(signed_key)
         if signed is not None and (held is None or held.body != signed):
             now = self.clock()
@@ -285,30 +278,29 @@ class Cache:
                 await asyncio.to_thread(self.storage.put, signed_key, signed, meta)
             except OSError as exc:
                 log.warning("cannot store %s (%s)", signed_key, exc.strerror)
-            self._remember(Entry(signed_key, signed, meta))
-        return decoded
+            self._memory.put(Entry(signed_key, signed, meta, None))
+        return lines
 
     async def expected_install_digest(self, key: CacheKey) -> tuple[str, bytes] | None:
         """The sha512 the signed installs CSV gives for a Hex or rebar3 build."""
         if key.kind is not Kind.INSTALL or key.is_mutable:
             return None
-        ref = installs.parse_build(key.name)
+        ref = parse_build(key.name)
         if ref is None:
             raise VerificationError(f"{key} is not a build any installs CSV lists; not caching it")
-        small = await self.get_small(install_key(ref.csv_name))
-        lines = small.entry.decoded if isinstance(small.entry.decoded, list) else []
-        sha512 = installs.sha512_for(lines, ref)
+        csv = await self.get_installs_csv(ref.csv_name)
+        sha512 = sha512_for(csv.entry.decoded, ref)
         if sha512 is None:
             raise NotFound(f"/installs/{ref.csv_name} does not list {key}")
         return ("sha512", sha512)
 
-    async def _load(self, key: CacheKey) -> Entry | None:
+    async def _load(self, key: CacheKey) -> Entry[Any] | None:
         """Bring a stored small object into memory, re-verifying it on the way."""
         body = self.storage.read(key)
         if body is None:
             return None
         try:
-            decoded = await asyncio.to_thread(self.verify_bytes, key, body)
+            decoded = await asyncio.to_thread(self._decode, key, body)
         except VerificationError as exc:
             self.counters.failure(f"stored {key}: {exc.message}")
             log.error("stored copy of %s fails verification (%s); ignoring it", key, exc.message)
@@ -320,24 +312,12 @@ class Cache:
             # keep the body, but revalidate it at the next request.
             meta = Meta(digest, len(body), self.clock(), 0.0)
         entry = Entry(key, body, meta, decoded)
-        self._remember(entry)
+        self._memory.put(entry)
         return entry
-
-    def _remember(self, entry: Entry) -> None:
-        old = self._memory.pop(entry.key, None)
-        if old is not None:
-            self._memory_bytes -= len(old.body)
-        self._memory[entry.key] = entry
-        self._memory_bytes += len(entry.body)
-        while self._memory_bytes > MEMORY_BUDGET and len(self._memory) > 1:
-            _, evicted = self._memory.popitem(last=False)
-            self._memory_bytes -= len(evicted.body)
 
     def forget(self, key: CacheKey) -> None:
         """Drop what this process holds for ``key`` (after an operator removed it)."""
-        old = self._memory.pop(key, None)
-        if old is not None:
-            self._memory_bytes -= len(old.body)
+        self._memory.pop(key)
         self._files.pop(key, None)
         self._negative.pop(key, None)
 
@@ -410,12 +390,12 @@ class Cache:
         """The signed outer checksum a tarball must match (None for unsigned kinds)."""
         if key.kind is not Kind.TARBALL:
             return None
-        small = await self.get_small(package_key(key.name))
-        release = _package(small.entry).release(key.version)
-        if release is None and small.status in (Status.HIT, Status.STALE) and not self.offline:
+        package = await self.get_package(key.name)
+        release = package.entry.decoded.release(key.version)
+        if release is None and package.status in (Status.HIT, Status.STALE) and not self.offline:
             # Published since we cached the package file: look once more.
-            small = await self._join_flight(small.entry.key, small.entry).task
-            release = _package(small.entry).release(key.version)
+            package = await self._join_flight(package.entry.key, package.entry).task
+            release = package.entry.decoded.release(key.version)
         if release is None and self.offline:
             raise NotCached(f"{key.name} {key.version} is not in this offline cache")
         if release is None:
@@ -471,24 +451,6 @@ class Cache:
         if stored is None:
             raise UpstreamUnavailable(f"{key} was fetched but could not be stored")
         return stored
-
-
-def _package(entry: Entry) -> Package:
-    assert isinstance(entry.decoded, Package)
-    return entry.decoded
-
-
-def is_csv(key: CacheKey) -> bool:
-    return key.kind is Kind.INSTALL and key.name in installs.CSV_NAMES
-
-
-def is_signature(key: CacheKey) -> bool:
-    name = key.name
-    return key.kind is Kind.INSTALL and name.endswith(".signed") and name[:-7] in installs.CSV_NAMES
-
-
-def _signed_key(csv: CacheKey) -> CacheKey:
-    return CacheKey(Kind.INSTALL, csv.name + ".signed")
 
 
 def _offline_miss(key: CacheKey) -> NotCached:

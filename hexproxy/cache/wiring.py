@@ -7,24 +7,38 @@ does without depending on the HTTP layer.
 
 from __future__ import annotations
 
-from ..config import Config, load_public_key_pem
+from ..config import Config, load_public_key_pem, read_key_file
+from ..installs import ELIXIR_INSTALLS_PUBLIC_KEY_PEM
 from ..registry import load_public_key
 from ..store.storage import FileStorage
 from ..upstream.breaker import CircuitBreaker
 from ..upstream.client import Upstream
+from .gate import Gate
 from .policy import Cache
+
+
+def build_gate(config: Config) -> Gate:
+    """The verification gate, with the configured keys (or the built-in ones)."""
+    installs_pem = read_key_file(
+        "[upstream] installs_public_key", config.upstream.installs_public_key
+    )
+    return Gate(
+        registry_key=load_public_key(load_public_key_pem(config)),
+        installs_key=load_public_key(installs_pem or ELIXIR_INSTALLS_PUBLIC_KEY_PEM),
+        repository=config.upstream.repo_name,
+        max_uncompressed=config.upstream.max_registry_size,
+    )
 
 
 def build_cache(config: Config) -> Cache:
     """The policy object and what it stands on (no I/O yet, no event loop needed).
 
-    Order: the verifying key first (a bad key must stop us before we serve),
+    Order: the verifying keys first (a bad key must stop us before we serve),
     then storage, then the upstream client behind its circuit breaker, then the
     cache that ties them together.
     """
-    pem = load_public_key_pem(config)
-    key = load_public_key(pem)
+    gate = build_gate(config)
     storage = FileStorage(config.cache_dir)
     breaker = CircuitBreaker(config.upstream.failure_threshold, config.upstream.retry_after)
     upstream = Upstream(config.upstream, breaker)
-    return Cache(config, storage, upstream, key)
+    return Cache(config, storage, upstream, gate)

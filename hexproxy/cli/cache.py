@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ..cache.wiring import build_cache
+from ..cache.wiring import build_gate
 from ..config import Config
 from ..errors import HexproxyError
 from ..store import audit, inventory
@@ -201,7 +201,8 @@ def _item_json(item: inventory.Item | None) -> dict[str, Any] | None:
 
 
 def run_verify(args: argparse.Namespace, config: Config, storage: FileStorage) -> int:
-    report = audit.audit(storage, build_cache(config).verify_bytes, purge=args.purge)
+    # The same keys and checks as the server.
+    report = audit.audit(storage, build_gate(config), purge=args.purge)
     left = [f for f in report.bad if not f.removed]
     if args.json:
         _emit(

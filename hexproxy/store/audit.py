@@ -13,16 +13,23 @@ they were stored, which still catches a disk that changed them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import VerificationError
-from ..registry import Package
+from ..registry import Names, Package, Versions
 from .cachekey import CacheKey, Kind, package_key
 from .storage import FileStorage, sha256_file
 
-# The registry gate: Cache.verify_bytes (raises VerificationError, returns the decoded file).
-RegistryVerifier = Callable[[CacheKey, bytes], object | None]
+
+class RegistryGate(Protocol):
+    """The server's check of registry files (``cache.gate.Gate``): VerificationError
+    unless the bytes are genuine, else what they decode to."""
+
+    def registry_file(self, key: CacheKey, body: bytes) -> Names | Versions | Package: ...
+
+    def package(self, name: str, body: bytes) -> Package: ...
 
 
 class Verdict(enum.Enum):
@@ -55,9 +62,9 @@ class Report:
 class Auditor:
     """Checks objects one by one, remembering each package file's verdict for its tarballs."""
 
-    def __init__(self, storage: FileStorage, verify_registry: RegistryVerifier) -> None:
+    def __init__(self, storage: FileStorage, gate: RegistryGate) -> None:
         self.storage = storage
-        self.verify_registry = verify_registry
+        self.gate = gate
         self._packages: dict[str, Package | str] = {}  # name -> decoded, or why not
 
     def check(self, key: CacheKey) -> Finding | None:
@@ -74,13 +81,14 @@ class Auditor:
         if body is None:
             return None
         try:
-            decoded = self.verify_registry(key, body)
+            if key.kind is Kind.PACKAGE:
+                self._packages[key.name] = self.gate.package(key.name, body)
+            else:
+                self.gate.registry_file(key, body)
         except VerificationError as exc:
             if key.kind is Kind.PACKAGE:
                 self._packages[key.name] = f"its registry file fails verification: {exc.message}"
             return exc.message
-        if key.kind is Kind.PACKAGE and isinstance(decoded, Package):
-            self._packages[key.name] = decoded
         return None
 
     def _package(self, name: str) -> Package | str:
@@ -128,13 +136,13 @@ class Auditor:
 
 def audit(
     storage: FileStorage,
-    verify_registry: RegistryVerifier,
+    gate: RegistryGate,
     *,
     purge: bool = False,
     keys: Iterable[CacheKey] | None = None,
 ) -> Report:
     """Check every stored object (registry files first); with ``purge``, delete the bad ones."""
-    auditor = Auditor(storage, verify_registry)
+    auditor = Auditor(storage, gate)
     ordered = sorted(keys if keys is not None else storage.iter_keys(), key=_registry_first)
     checked: dict[str, int] = {}
     findings = []

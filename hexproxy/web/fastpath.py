@@ -31,7 +31,7 @@ from ..errors import InvalidRequest
 from ..registry import is_valid_name, parse_tarball_filename
 from ..store.cachekey import NAMES, VERSIONS, CacheKey, Kind, tarball_key
 from .accesslog import AccessLog
-from .responses import file_headers, small_headers
+from .responses import file_headers, metadata_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,7 +53,7 @@ _ROUTES = {
 class Prepared:
     """One entry's answer, encoded once: only Date and Connection vary per request."""
 
-    entry: Entry | StoredFile
+    entry: Entry[object] | StoredFile
     key: CacheKey
     fresh_until: float
     tarball: bool
@@ -100,7 +100,7 @@ class FastPath:
         key = prepared.key if prepared is not None else _key_for(target)
         if key is None:
             return None
-        found: Entry | StoredFile | None
+        found: Entry[object] | StoredFile | None
         if key.kind is Kind.TARBALL:
             found = self.cache.known_file(key)
         else:
@@ -159,12 +159,12 @@ def _key_for(target: bytes) -> CacheKey | None:
     return None
 
 
-def _prepare(found: Entry | StoredFile, ttl: float, fresh_until: float) -> Prepared:
+def _prepare(found: Entry[object] | StoredFile, ttl: float, fresh_until: float) -> Prepared:
     if isinstance(found, StoredFile):
         headers = file_headers(found, Status.HIT)
         size = found.size
     else:
-        headers = small_headers(found, Status.HIT, ttl)
+        headers = metadata_headers(found, Status.HIT, ttl)
         size = len(found.body)
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     extra = f"Content-Length: {size}\r\nServer: hexproxy\r\n"

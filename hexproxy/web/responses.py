@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..cache.entries import Entry, Small, Status, StoredFile
+from ..cache.entries import Answer, Entry, Status, StoredFile
 from ..store.cachekey import CacheKey, Kind
 
 OCTET = "application/octet-stream"
@@ -42,7 +42,7 @@ def cache_control(key: CacheKey, ttl: float) -> str:
     return f"public, max-age={int(ttl)}" if key.is_mutable else IMMUTABLE
 
 
-def small_headers(entry: Entry, status: Status, ttl: float) -> dict[str, str]:
+def metadata_headers(entry: Entry[object], status: Status, ttl: float) -> dict[str, str]:
     headers = {
         "ETag": entry.etag,
         "Last-Modified": entry.last_modified,
@@ -55,11 +55,11 @@ def small_headers(entry: Entry, status: Status, ttl: float) -> dict[str, str]:
     return headers
 
 
-def small_response(request: web.BaseRequest, small: Small, ttl: float) -> web.Response:
-    headers = small_headers(small.entry, small.status, ttl)
-    if if_none_match(request, small.entry.etag):
+def metadata_response(request: web.BaseRequest, answer: Answer[object], ttl: float) -> web.Response:
+    headers = metadata_headers(answer.entry, answer.status, ttl)
+    if if_none_match(request, answer.entry.etag):
         return web.Response(status=304, headers=headers)
-    return web.Response(body=small.entry.body, headers=headers)
+    return web.Response(body=answer.entry.body, headers=headers)
 
 
 def file_headers(stored: StoredFile, status: Status) -> dict[str, str]:

@@ -33,7 +33,7 @@ from .responses import (
     content_type,
     file_headers,
     if_none_match,
-    small_response,
+    metadata_response,
 )
 from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
 
@@ -41,15 +41,15 @@ log = logging.getLogger("hexproxy.web")
 
 
 async def names(request: web.Request) -> web.StreamResponse:
-    return await _small(request, NAMES)
+    return await _metadata(request, NAMES)
 
 
 async def versions(request: web.Request) -> web.StreamResponse:
-    return await _small(request, VERSIONS)
+    return await _metadata(request, VERSIONS)
 
 
 async def package(request: web.Request) -> web.StreamResponse:
-    return await _small(request, package_key(request.match_info["name"]))
+    return await _metadata(request, package_key(request.match_info["name"]))
 
 
 async def tarball(request: web.Request) -> web.StreamResponse:
@@ -65,7 +65,7 @@ async def docs(request: web.Request) -> web.StreamResponse:
 async def installs(request: web.Request) -> web.StreamResponse:
     key = install_key(request.match_info["path"])
     if key.is_mutable:
-        return await _small(request, key)
+        return await _metadata(request, key)
     return await _file(request, key)
 
 
@@ -80,9 +80,9 @@ async def public_key(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _small(request: web.Request, key: CacheKey) -> web.StreamResponse:
-    small = await request.app[CACHE].get_small(key)
-    return small_response(request, small, request.app[CONFIG].cache.registry_ttl)
+async def _metadata(request: web.Request, key: CacheKey) -> web.StreamResponse:
+    answer = await request.app[CACHE].get_metadata(key)
+    return metadata_response(request, answer, request.app[CONFIG].cache.registry_ttl)
 
 
 async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:

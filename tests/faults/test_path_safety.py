@@ -94,7 +94,7 @@ class RecordingCache:
     def __init__(self) -> None:
         self.keys: list[CacheKey] = []
 
-    async def get_small(self, key: CacheKey) -> None:
+    async def get_metadata(self, key: CacheKey) -> None:
         self.keys.append(key)
         raise NotFound("recorded")
 
