@@ -295,7 +295,7 @@ class Cache:
         return ("sha512", sha512)
 
     async def _load(self, key: CacheKey) -> Entry[Any] | None:
-        """Bring a stored small object into memory, re-verifying it on the way."""
+        """Bring a stored metadata file into memory, re-verifying it on the way."""
         body = self.storage.read(key)
         if body is None:
             return None
@@ -314,6 +314,10 @@ class Cache:
         entry = Entry(key, body, meta, decoded)
         self._memory.put(entry)
         return entry
+
+    def can_refetch(self) -> bool:
+        """Could a file removed now be fetched again? Not offline, and upstream answering."""
+        return not self.offline and self.upstream.breaker.state is State.UP
 
     def forget(self, key: CacheKey) -> None:
         """Drop what this process holds for ``key`` (after an operator removed it)."""

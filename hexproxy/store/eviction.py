@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache.policy import Cache
 from ..errors import HexproxyError
 from ..registry import parse_docs_filename, parse_tarball_filename
 from ..units import format_size
-from ..upstream.breaker import State
 from . import inventory
 from .cachekey import CacheKey, docs_key, install_key, tarball_key
+from .locks import held_if_free
+from .storage import FileStorage
 
 log = logging.getLogger("hexproxy.eviction")
 
@@ -96,11 +95,26 @@ class Usage:
 
 
 class Evictor:
-    """The background round: flush access times, measure, evict if over the limit."""
+    """The background round: flush access times, measure, evict if over the limit.
 
-    def __init__(self, cache: Cache, *, interval: float = INTERVAL) -> None:
-        self.cache = cache
-        self.max_size = cache.config.cache.max_size
+    ``can_refetch`` says whether what is removed now could be fetched again (the
+    policy layer knows: not offline, upstream answering); ``forget`` drops what
+    the process still holds for a removed key.
+    """
+
+    def __init__(
+        self,
+        storage: FileStorage,
+        max_size: int,
+        *,
+        can_refetch: Callable[[], bool],
+        forget: Callable[[CacheKey], None],
+        interval: float = INTERVAL,
+    ) -> None:
+        self.storage = storage
+        self.max_size = max_size
+        self.can_refetch = can_refetch
+        self.forget = forget
         self.interval = interval
         self.access = AccessRecorder()
         self.usage: Usage | None = None
@@ -142,18 +156,18 @@ class Evictor:
         if not accessed:
             return
         try:
-            await asyncio.to_thread(write_access_times, self.cache.storage.root, accessed)
+            await asyncio.to_thread(write_access_times, self.storage.root, accessed)
         except OSError as exc:  # a read-only or vanished cache dir: LRU order is only a hint
             log.warning("cannot record access times (%s)", exc.strerror or exc)
 
     def may_evict(self) -> bool:
         """Only while upstream can give back what we remove."""
-        return not self.cache.offline and self.cache.upstream.breaker.state is State.UP
+        return self.can_refetch()
 
     async def run_once(self) -> list[inventory.Item]:
         """One round; returns what was evicted."""
         await self.flush()
-        items = await asyncio.to_thread(inventory.scan, self.cache.storage)
+        items = await asyncio.to_thread(inventory.scan, self.storage)
         self.usage = Usage(inventory.total_size(items), len(items), time.time())
         self._added = 0
         if not self.max_size or self.usage.bytes <= self.max_size or not self.may_evict():
@@ -161,13 +175,13 @@ class Evictor:
         return await asyncio.to_thread(self._evict, items)
 
     def _evict(self, items: list[inventory.Item]) -> list[inventory.Item]:
-        with _exclusive(self.cache.storage.root / "locks" / "evict.lock") as mine:
+        with held_if_free(self.storage.lock_path("evict")) as mine:
             if not mine:
                 return []  # another worker is evicting right now
             plan = inventory.plan_max_size(items, int(self.max_size * LOW_WATER))
-            removed = inventory.execute(self.cache.storage, plan)
+            removed = inventory.execute(self.storage, plan)
         for item in removed:
-            self.cache.forget(item.key)
+            self.forget(item.key)
         freed = sum(i.size for i in removed)
         self.evicted += len(removed)
         self.evicted_bytes += freed
@@ -183,19 +197,3 @@ class Evictor:
             "; " + "; ".join(plan.notes) if plan.notes else "",
         )
         return removed
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[bool]:
-    """A non-blocking flock: yields whether we got it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)

@@ -26,6 +26,7 @@ from .cachekey import CacheKey, Kind
 
 META_SUFFIX = ".meta"
 TMP_DIR = "tmp"
+LOCKS_DIR = "locks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,10 @@ class FileStorage:
 
     def path(self, key: CacheKey) -> Path:
         return self.root / key.path
+
+    def lock_path(self, name: str) -> Path:
+        """The lock file worker processes share for ``name`` (see ``store.locks``)."""
+        return self.root / LOCKS_DIR / f"{name}.lock"
 
     def _meta_path(self, key: CacheKey) -> Path:
         return self.root / (key.path + META_SUFFIX)

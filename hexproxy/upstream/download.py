@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import hashlib
 import logging
 import os
@@ -34,6 +32,7 @@ import aiofiles
 
 from ..errors import ChecksumMismatch, HexproxyError, TooLarge, UpstreamTimeout
 from ..store.cachekey import CacheKey
+from ..store.locks import open_lock, try_lock
 from ..store.storage import FileStorage, Meta
 from .client import Upstream
 
@@ -220,11 +219,8 @@ class Download:
 
     @contextlib.asynccontextmanager
     async def _cross_process_lock(self) -> AsyncIterator[None]:
-        locks = self.storage.root / "locks"
-        name = self.key.path.replace("/", "_")
         try:
-            locks.mkdir(parents=True, exist_ok=True)
-            fd = os.open(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_lock(self.storage.lock_path(self.key.path.replace("/", "_")))
         except OSError as exc:
             # A read-only or full cache still serves; it just cannot coordinate workers.
             log.warning("no lock for %s (%s); fetching without it", self.key, exc.strerror)
@@ -232,7 +228,7 @@ class Download:
             return
         try:
             deadline = time.monotonic() + self.lock_timeout
-            while not _try_lock(fd):
+            while not try_lock(fd):
                 if time.monotonic() > deadline:
                     raise UpstreamTimeout(f"{self.key}: another worker is still fetching it")
                 await asyncio.sleep(LOCK_POLL)
@@ -282,13 +278,3 @@ class Download:
             return await asyncio.to_thread(os.pread, fd, min(size, self.disk_written - pos), pos)
         start = pos - self.disk_written
         return bytes(self.spill[start : start + size])
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-    return True

@@ -156,7 +156,12 @@ def setup(app: web.Application) -> None:
     """Operator endpoints, request counting (outermost middleware, so it sees the final
     status) and the eviction task (started after the cache's own resources)."""
     cache = app[CACHE]
-    evictor = Evictor(cache)
+    evictor = Evictor(
+        cache.storage,
+        cache.config.cache.max_size,
+        can_refetch=cache.can_refetch,
+        forget=cache.forget,
+    )
     app[EVICTOR] = evictor
     app[METRICS] = Metrics(cache, evictor)
     app.middlewares.insert(0, observe_requests(app[METRICS], evictor))
