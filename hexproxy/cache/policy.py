@@ -186,15 +186,17 @@ class Cache:
         )
         now = self.clock()
         if fetched.status == 304 and entry is not None:
-            return Answer(await self._touch(entry, now), Status.REVALIDATED)
+            return Answer(await self._record_revalidation(entry, now), Status.REVALIDATED)
         if fetched.status != 200:
             self._negative[key] = now + self.config.cache.negative_ttl
             raise NotFound(f"{key} not found upstream")
         self._negative.pop(key, None)
         decoded = await self._decode_fetched(key, fetched.body)
         if entry is not None and entry.body == fetched.body:
-            touched = await self._touch(entry, now, fetched.etag, fetched.last_modified)
-            return Answer(touched, Status.REVALIDATED)
+            revalidated = await self._record_revalidation(
+                entry, now, fetched.etag, fetched.last_modified
+            )
+            return Answer(revalidated, Status.REVALIDATED)
         new_meta = Meta(
             sha256=hashlib.sha256(fetched.body).hexdigest(),
             size=len(fetched.body),
@@ -211,14 +213,14 @@ class Cache:
         self._memory.put(fresh)
         return Answer(fresh, Status.MISS)
 
-    async def _touch(
+    async def _record_revalidation(
         self, entry: Entry[Any], now: float, etag: str | None = None, modified: str | None = None
     ) -> Entry[Any]:
-        """Upstream confirmed what we hold: record when (and its new validators, if any)."""
+        """Upstream revalidated what we hold: record when (and its new validators, if any)."""
         meta = entry.meta.revalidated(now)
         if etag or modified:
             meta = replace(meta, upstream_etag=etag, upstream_last_modified=modified)
-        touched = replace(entry, meta=meta)
+        revalidated = replace(entry, meta=meta)
         try:
             if self.storage.stat(entry.key) is None:
                 # An operator removed the file while we held it in memory: store it again.
@@ -227,8 +229,8 @@ class Cache:
                 await asyncio.to_thread(self.storage.write_meta, entry.key, meta)
         except OSError as exc:
             log.warning("cannot record revalidation of %s (%s)", entry.key, exc.strerror)
-        self._memory.put(touched)
-        return touched
+        self._memory.put(revalidated)
+        return revalidated
 
     async def _decode_fetched(self, key: CacheKey, body: bytes) -> Any:
         """Check what upstream sent; the bytes are stored only if this returns."""

@@ -59,8 +59,8 @@ class AccessRecorder:
         self.pending: dict[str, float] = {}  # request path -> last time served
         self.clock = clock
 
-    def touch(self, path: str) -> None:
-        """The whole per-hit cost: one dict store."""
+    def accessed(self, path: str) -> None:
+        """``path`` was served just now. The whole per-hit cost: one dict store."""
         self.pending[path] = self.clock()
 
     def take(self) -> dict[str, float]:

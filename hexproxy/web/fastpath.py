@@ -73,10 +73,10 @@ class FastPath:
         ttl: float,
         access_log: AccessLog | None,
         traffic: Traffic | None,
-        touch: Callable[[str], None] | None = None,
+        accessed: Callable[[str], None] | None = None,
     ) -> None:
         self.cache = cache
-        self.touch = touch  # records the access time eviction orders by
+        self.accessed = accessed  # records the access time eviction orders by
         self.ttl = ttl
         self.access_log = access_log
         self.traffic = traffic
@@ -135,8 +135,8 @@ class FastPath:
                 traffic.bytes[prepared.route] += size
             if prepared.package is not None:
                 traffic.packages[prepared.package] += 1
-        if prepared.tarball and self.touch is not None:
-            self.touch(path)
+        if prepared.tarball and self.accessed is not None:
+            self.accessed(path)
         if self.access_log is not None:
             seconds = time.perf_counter() - started
             self.access_log.line(remote, method, path, status, "HIT", size, seconds, user_agent)
@@ -277,18 +277,18 @@ class FastPathProtocol(asyncio.Protocol):
         self.transport.write(out)
         status = 304 if not_modified else 200
         size = 0 if not_modified else _size(prepared)
-        done = _Done(self, parts, status, size, started, user_agent, prepared, close)
+        reply = _Reply(self, parts, status, size, started, user_agent, prepared, close)
         sent = self._sendfile_now(fd, size) if fd >= 0 else size
         if sent < 0:
             return True  # the client is gone; the transport is closed
         if sent < size:
             self.busy = True
-            task = asyncio.get_running_loop().create_task(self._sendfile(fd, sent, size, done))
+            task = asyncio.get_running_loop().create_task(self._sendfile(fd, sent, size, reply))
             self.sending = task
         else:
             if fd >= 0:
                 os.close(fd)
-            done.finish()
+            reply.finish()
         return True
 
     def _sendfile_now(self, fd: int, size: int) -> int:
@@ -319,7 +319,7 @@ class FastPathProtocol(asyncio.Protocol):
             return -1
         return fd
 
-    async def _sendfile(self, fd: int, offset: int, size: int, done: _Done) -> None:
+    async def _sendfile(self, fd: int, offset: int, size: int, reply: _Reply) -> None:
         try:
             with open(fd, "rb", closefd=True) as file:  # noqa: ASYNC230 (wraps an open fd)
                 if self.transport is None:
@@ -333,7 +333,7 @@ class FastPathProtocol(asyncio.Protocol):
         finally:
             self.busy = False
             self.sending = None
-        done.finish()
+        reply.finish()
         self._serve()
 
     def _hand_over(self) -> None:
@@ -379,8 +379,9 @@ class FastPathProtocol(asyncio.Protocol):
             self._serve()
 
 
-class _Done:
-    """What to do once an answer has been sent: log it, count it, close if asked."""
+class _Reply:
+    """One answer on its way: once it is sent, ``finish`` logs and counts it, and closes
+    the connection if the client asked."""
 
     __slots__ = (
         "close",

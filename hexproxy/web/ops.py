@@ -105,7 +105,7 @@ def observe_requests(
         metrics.traffic.bytes,
         metrics.traffic.packages,
     )
-    touch = evictor.access.touch
+    accessed = evictor.access.accessed
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -125,7 +125,7 @@ def observe_requests(
             sent[route] += size
         if status == 200 or status == 304:
             if route in FILE_ROUTES:
-                touch(request.path)
+                accessed(request.path)
                 if result == "MISS":
                     evictor.stored(size)
             name = _package_name(route, request)

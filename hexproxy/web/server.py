@@ -116,7 +116,7 @@ async def start(config: Config, *, sweep_temp: bool = True) -> Running:
         config.cache.registry_ttl,
         access_log,
         app[METRICS].traffic,
-        touch=app[EVICTOR].access.touch,
+        accessed=app[EVICTOR].access.accessed,
     )
     connections: set[FastPathProtocol] = set()
     make_inner = runner.server
