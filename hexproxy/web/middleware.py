@@ -19,8 +19,16 @@ def hex_message(text: str) -> str:
     return f'"{clean[:300]}"; level=fatal'
 
 
+# The stable name of what went wrong (HexproxyError.code), for scripts; the body is for people.
+ERROR_CODE_HEADER = "X-Hexproxy-Error"
+
+
 def error_response(error: HexproxyError) -> web.Response:
-    headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
+    headers = {
+        "Content-Type": "text/plain; charset=utf-8",
+        "Cache-Control": "no-store",
+        ERROR_CODE_HEADER: error.code,
+    }
     # A plain upstream 404 passes through as upstream sent it; everything the
     # proxy itself has to say goes in the header mix prints.
     if isinstance(error, NotCached) or not isinstance(error, NotFound):
