@@ -26,6 +26,7 @@ from ..errors import ChecksumMismatch, HexproxyError
 from ..registry import Package, Release
 from ..registry.versions import InvalidRequirement
 from ..store.cachekey import CacheKey, tarball_key
+from ..units import format_size
 from .lockfiles import LockedPackage
 from .resolve import Spec, Want, check_locked, dependency_wants, select_versions
 
@@ -237,7 +238,7 @@ def describe(report: WarmReport) -> str:
     return (
         f"{report.packages} packages, {report.releases} releases, "
         f"{report.tarballs_fetched} tarballs fetched, {report.already_cached} already cached, "
-        f"{format_bytes(report.bytes)} downloaded, {len(report.failures)} failed"
+        f"{format_size(report.bytes)} downloaded, {len(report.failures)} failed"
     )
 
 
@@ -247,12 +248,3 @@ def summary_lines(report: WarmReport, verb: str = "warmed") -> Iterable[str]:
         yield f"skipped {what}: {reason}"
     for what, reason in report.failures:
         yield f"FAILED {what}: {reason}"
-
-
-def format_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")

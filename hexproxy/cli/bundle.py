@@ -11,11 +11,12 @@ from typing import Any
 
 from ..airgap.bundle import ALREADY_CACHED, BundleError, ExportReport, cache_keys, export_bundle
 from ..airgap.bundle_import import ImportReport, import_bundle
-from ..airgap.warm import format_bytes, summary_lines
+from ..airgap.warm import summary_lines
 from ..cache.wiring import build_cache
 from ..config import Config
 from ..store.cachekey import CacheKey
 from ..store.storage import FileStorage
+from ..units import format_size
 from .options import EXIT_FAILED, EXIT_OK, config_args, error, usage_error
 from .warm import InputError, add_input_args, load_inputs, run_warm
 
@@ -83,7 +84,7 @@ def _export_keys(args: argparse.Namespace, config: Config) -> list[CacheKey] | N
 def _print_export(bundle: Path, report: ExportReport) -> None:
     print(
         f"exported {report.files} files to {bundle} "
-        f"({format_bytes(report.bytes)}) in {report.seconds:.1f}s"
+        f"({format_size(report.bytes)}) in {report.seconds:.1f}s"
     )
 
 
@@ -100,7 +101,7 @@ def run_import(args: argparse.Namespace, config: Config) -> int:
 
 def _print_import(report: ImportReport) -> None:
     print(
-        f"imported: {len(report.added)} added ({format_bytes(report.bytes)}), "
+        f"imported: {len(report.added)} added ({format_size(report.bytes)}), "
         f"{len(report.skipped)} skipped, {len(report.refused)} refused "
         f"in {report.seconds:.1f}s"
     )
