@@ -12,7 +12,12 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InvalidRequest
-from ..registry import is_valid_name, is_valid_version
+from ..registry import (
+    is_valid_name,
+    is_valid_version,
+    parse_docs_filename,
+    parse_tarball_filename,
+)
 
 
 class Kind(enum.Enum):
@@ -38,21 +43,16 @@ class CacheKey:
 
     @property
     def path(self) -> str:
-        """Where it lives, relative to the cache directory."""
-        match self.kind:
-            case Kind.NAMES:
-                return "registry/names"
-            case Kind.VERSIONS:
-                return "registry/versions"
-            case Kind.PACKAGE:
-                return f"registry/packages/{self.name}"
-            case Kind.TARBALL:
-                return f"tarballs/{self.name}/{self.name}-{self.version}.tar"
-            case Kind.DOCS:
-                return f"docs/{self.name}/{self.name}-{self.version}.tar.gz"
-            case Kind.INSTALL:
-                return f"installs/{self.name}"
-        raise AssertionError(self.kind)
+        """Where it lives, relative to the cache directory: its upstream path, with the
+        registry files under ``registry/`` and tarballs and docs in a directory per package
+        (so no one directory holds every release there is)."""
+        relative = self.upstream_path[1:]
+        if self.is_registry:
+            return f"registry/{relative}"
+        if self.kind in (Kind.TARBALL, Kind.DOCS):
+            route, _, filename = relative.partition("/")
+            return f"{route}/{self.name}/{filename}"
+        return relative
 
     @property
     def upstream_path(self) -> str:
@@ -117,3 +117,26 @@ def install_key(relative: str) -> CacheKey:
     if any(".." in s for s in segments):
         raise InvalidRequest(f"invalid installs path: {relative!r}")
     return CacheKey(Kind.INSTALL, relative)
+
+
+def key_for_request_path(path: str) -> CacheKey | None:
+    """The key a client's request path names (the inverse of ``upstream_path``), or None
+    when the path names no cacheable object or breaks the grammar."""
+    route, slash, rest = path.removeprefix("/").partition("/")
+    try:
+        match route, slash:
+            case "names", "":
+                return NAMES
+            case "versions", "":
+                return VERSIONS
+            case "packages", "/":
+                return package_key(rest)
+            case "tarballs", "/":
+                return tarball_key(*parse_tarball_filename(rest))
+            case "docs", "/":
+                return docs_key(*parse_docs_filename(rest))
+            case "installs", "/":
+                return install_key(rest)
+    except InvalidRequest:
+        return None
+    return None

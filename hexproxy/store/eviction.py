@@ -23,11 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HexproxyError
-from ..registry import parse_docs_filename, parse_tarball_filename
 from ..units import format_size
 from . import inventory
-from .cachekey import CacheKey, docs_key, install_key, tarball_key
+from .cachekey import CacheKey, key_for_request_path
 from .locks import held_if_free
 from .storage import FileStorage
 
@@ -36,20 +34,6 @@ log = logging.getLogger("hexproxy.eviction")
 INTERVAL = 60.0  # seconds between rounds when nothing pushes for one sooner
 MIN_GAP = 1.0  # at most one round per this many seconds, however many misses arrive
 LOW_WATER = 0.9  # evict down to this fraction of max_size
-
-
-def key_for_path(path: str) -> CacheKey | None:
-    """The cache key of a served request path, for the routes whose objects are evictable."""
-    try:
-        if path.startswith("/tarballs/"):
-            return tarball_key(*parse_tarball_filename(path.removeprefix("/tarballs/")))
-        if path.startswith("/docs/"):
-            return docs_key(*parse_docs_filename(path.removeprefix("/docs/")))
-        if path.startswith("/installs/"):
-            return install_key(path.removeprefix("/installs/"))
-    except HexproxyError:
-        return None
-    return None
 
 
 class AccessRecorder:
@@ -73,7 +57,7 @@ def write_access_times(root: Path, accessed: dict[str, float]) -> int:
     may have recorded a later one). Returns how many files were updated."""
     updated = 0
     for path, when in accessed.items():
-        key = key_for_path(path)
+        key = key_for_request_path(path)
         if key is None or key.is_mutable:
             continue
         with contextlib.suppress(FileNotFoundError):

@@ -27,11 +27,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..cache.entries import Entry, Status, StoredFile
 from ..cache.policy import Cache
-from ..errors import InvalidRequest
-from ..registry import is_valid_name, parse_tarball_filename
-from ..store.cachekey import NAMES, VERSIONS, CacheKey, Kind, tarball_key
+from ..store.cachekey import CacheKey, Kind, key_for_request_path
 from .accesslog import AccessLog
-from .responses import file_headers, metadata_headers
+from .responses import etag_matches, file_headers, metadata_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -143,20 +141,9 @@ class FastPath:
 
 
 def _key_for(target: bytes) -> CacheKey | None:
-    if target == b"/names":
-        return NAMES
-    if target == b"/versions":
-        return VERSIONS
-    text = target.decode("ascii", "replace")
-    if text.startswith("/packages/"):
-        name = text[10:]
-        return CacheKey(Kind.PACKAGE, name) if is_valid_name(name) else None
-    if text.startswith("/tarballs/"):
-        try:
-            return tarball_key(*parse_tarball_filename(text[10:]))
-        except InvalidRequest:
-            return None
-    return None
+    """The key of a request the fast path may answer: registry files and tarballs."""
+    key = key_for_request_path(target.decode("ascii", "replace"))
+    return key if key is not None and key.kind in _ROUTES else None
 
 
 def _prepare(found: Entry[object] | StoredFile, ttl: float, fresh_until: float) -> Prepared:
@@ -183,14 +170,6 @@ def _prepare(found: Entry[object] | StoredFile, ttl: float, fresh_until: float) 
         etag=found.etag,
         route=_ROUTES[found.key.kind],
     )
-
-
-def _matches(header: bytes, etag: str) -> bool:
-    for candidate in header.decode("latin-1").split(","):
-        value = candidate.strip()
-        if value == "*" or value.removeprefix("W/") == etag:
-            return True
-    return False
 
 
 class FastPathProtocol(asyncio.Protocol):
@@ -259,7 +238,9 @@ class FastPathProtocol(asyncio.Protocol):
         if fields is None:
             return False
         if_none_match, close, user_agent = fields
-        not_modified = bool(if_none_match) and _matches(if_none_match, prepared.etag)
+        not_modified = bool(if_none_match) and etag_matches(
+            if_none_match.decode("latin-1"), prepared.etag
+        )
         sendfile = isinstance(prepared.entry, StoredFile) and parts[0] == b"GET"
         fd = -1
         if sendfile and not not_modified:

@@ -23,8 +23,11 @@ IMMUTABLE = "public, max-age=604800, immutable"
 def if_none_match(request: web.BaseRequest, etag: str) -> bool:
     """Does the client already hold ``etag``? An empty header (rebar3, cold) matches nothing."""
     header = request.headers.get("If-None-Match")
-    if not header:
-        return False
+    return etag_matches(header, etag) if header else False
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    """Does an If-None-Match value name ``etag``: ``*``, or in its list, weak or strong?"""
     for candidate in header.split(","):
         value = candidate.strip()
         if value == "*" or value.removeprefix("W/") == etag:
