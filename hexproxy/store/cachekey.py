@@ -12,12 +12,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InvalidRequest
-from ..registry import (
-    is_valid_name,
-    is_valid_version,
-    parse_docs_filename,
-    parse_tarball_filename,
-)
+from ..registry import check_name, check_version, parse_docs_filename, parse_tarball_filename
 
 
 class Kind(enum.Enum):
@@ -92,17 +87,11 @@ VERSIONS = CacheKey(Kind.VERSIONS)
 
 
 def package_key(name: str) -> CacheKey:
-    if not is_valid_name(name):
-        raise InvalidRequest(f"invalid package name: {name!r}")
-    return CacheKey(Kind.PACKAGE, name)
+    return CacheKey(Kind.PACKAGE, check_name(name))
 
 
 def tarball_key(name: str, version: str) -> CacheKey:
-    if not is_valid_name(name):
-        raise InvalidRequest(f"invalid package name: {name!r}")
-    if not is_valid_version(version):
-        raise InvalidRequest(f"invalid version: {version!r}")
-    return CacheKey(Kind.TARBALL, name, version)
+    return CacheKey(Kind.TARBALL, check_name(name), check_version(version))
 
 
 def docs_key(name: str, version: str) -> CacheKey:

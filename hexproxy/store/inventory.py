@@ -16,7 +16,6 @@ this; atime is not used because ``noatime``/``relatime`` mounts, backups and
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,9 +48,8 @@ def scan(storage: FileStorage) -> list[Item]:
     """Every stored object with its size and times; objects that vanish meanwhile are skipped."""
     items = []
     for key in storage.iter_keys():
-        try:
-            st = os.stat(storage.path(key))
-        except FileNotFoundError:
+        st = storage.stat(key)
+        if st is None:
             continue
         meta = storage.read_meta(key)
         valid = meta is not None and meta.size == st.st_size
@@ -171,9 +169,8 @@ def remove(storage: FileStorage, keys: Iterable[CacheKey]) -> list[Item]:
     """Delete these objects (and sidecars); returns what was actually there."""
     removed = []
     for key in keys:
-        try:
-            st = os.stat(storage.path(key))
-        except FileNotFoundError:
+        st = storage.stat(key)
+        if st is None:
             continue
         if storage.delete(key):
             removed.append(Item(key, st.st_size, st.st_mtime, None, None))
