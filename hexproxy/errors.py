@@ -2,6 +2,8 @@
 
 Handlers and the CLI never inspect messages: they read ``http_status`` (and
 ``code``, a stable machine-readable name) so a new error kind is one class here.
+``client_message`` says whether the text is worth an ``x-hex-message`` header for
+the clients that print one (web/clients.py decides which clients those are).
 
     HexproxyError                    500 internal
     ├── ConfigError                  (CLI exit 2; never reaches HTTP)
@@ -28,6 +30,7 @@ class HexproxyError(Exception):
 
     http_status = 500
     code = "internal"
+    client_message = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -48,10 +51,12 @@ class InvalidRequest(HexproxyError):
 class NotFound(HexproxyError):
     http_status = 404
     code = "not_found"
+    client_message = False  # upstream's own 404 passes through as upstream sent it
 
 
 class NotCached(NotFound):
     code = "not_cached"
+    client_message = True
 
 
 class VerificationError(HexproxyError):
