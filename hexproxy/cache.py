@@ -125,8 +125,9 @@ class Cache:
 
     async def _revalidate(self, key: CacheKey, entry: Entry) -> Small:
         """Ask upstream, but never make the client wait long for what we already hold."""
-        if self.upstream.breaker.state is State.PAUSED:
-            return self._stale(entry, self.upstream.breaker.last_error)
+        breaker = self.upstream.breaker_for(key)
+        if breaker.state is State.PAUSED:
+            return self._stale(entry, breaker.last_error)
         flight = self._join_flight(key, entry)
         if flight.reported_slow:
             # This very revalidation already kept a client waiting: don't wait again.
@@ -140,7 +141,7 @@ class Cache:
                 # A black-holed upstream accepts connections and never answers:
                 # count the silence so the breaker opens after a few of them.
                 flight.reported_slow = True
-                self.upstream.breaker.record_failure("no answer within stale_timeout")
+                breaker.record_failure("no answer within stale_timeout")
             return self._stale(entry, "upstream too slow")
         except (UpstreamError, VerificationError) as exc:
             return self._stale(entry, exc.message)

@@ -6,7 +6,7 @@ see ``inventory``), then, if the cache is over its limit, removes the least
 recently used tarballs until it is back under ``LOW_WATER`` of the limit (so
 one new tarball does not trigger a new round at once).
 
-Nothing is evicted while upstream is unreachable (breaker not UP) or the
+Nothing is evicted while the repository is unreachable (its breaker not UP) or the
 proxy is offline: then the cache may be all that clients have, and a file
 removed now could not be fetched again. With several workers each runs this
 loop; a lock file lets only one of them evict at a time.
@@ -147,8 +147,12 @@ class Evictor:
             log.warning("cannot record access times (%s)", exc.strerror or exc)
 
     def may_evict(self) -> bool:
-        """Only while upstream can give back what we remove."""
-        return not self.cache.offline and self.cache.upstream.breaker.state is State.UP
+        """Only while upstream can give back what we remove.
+
+        The repository's breaker decides: it serves nearly everything stored, and a
+        builds host that a locked-down network never reaches must not stop eviction
+        for good."""
+        return not self.cache.offline and self.cache.upstream.repository.breaker.state is State.UP
 
     async def run_once(self) -> list[inventory.Item]:
         """One round; returns what was evicted."""

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..breaker import CircuitBreaker
 from ..cache import Cache
 from ..config import Config, load_public_key_pem
 from ..registry import load_public_key
@@ -20,14 +19,13 @@ def build_cache(config: Config) -> Cache:
     """The policy object and what it stands on (no I/O yet, no event loop needed).
 
     Order: the verifying key first (a bad key must stop us before we serve),
-    then storage, then the upstream client behind its circuit breaker, then the
-    cache that ties them together.
+    then storage, then the upstream client (one circuit breaker per upstream host),
+    then the cache that ties them together.
     """
     pem = load_public_key_pem(config)
     key = load_public_key(pem)
     storage = FileStorage(config.cache_dir)
-    breaker = CircuitBreaker(config.upstream.failure_threshold, config.upstream.retry_after)
-    upstream = Upstream(config.upstream, breaker)
+    upstream = Upstream(config.upstream)
     return Cache(config, storage, upstream, key)
 
 

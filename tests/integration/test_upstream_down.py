@@ -121,7 +121,7 @@ async def test_black_holed_upstream_opens_the_circuit(make_proxy: ProxyFactory) 
             response = await proxy.get(f"/packages/{name}")
             timings.append(time.monotonic() - started)
             assert (response.status, response.headers["X-Cache"]) == (200, "STALE")
-        assert proxy.app[CACHE].upstream.breaker.state.value == "paused"
+        assert proxy.app[CACHE].upstream.repository.breaker.state.value == "paused"
         assert max(timings[3:]) < 0.2, timings  # once open, no waiting at all
         assert sum(timings) < 5, timings
         await proxy.close()
@@ -139,7 +139,7 @@ async def test_circuit_closes_again_after_the_pause(
     upstream.repo.fail("500")
     for _ in range(3):
         await proxy.get("/packages/alpha")
-    breaker = proxy.app[CACHE].upstream.breaker
+    breaker = proxy.app[CACHE].upstream.repository.breaker
     assert breaker.state.value == "paused"
     calls = upstream.repo.count("/packages/alpha")
     assert (await proxy.get("/packages/alpha")).headers["X-Cache"] == "STALE"
