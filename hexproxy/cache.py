@@ -31,12 +31,14 @@ from .download import Download
 from .entries import Counters, Entry, Small, Status, StoredFile
 from .errors import (
     HexproxyError,
+    InstallsUnavailable,
     NotCached,
     NotFound,
     UpstreamError,
     UpstreamUnavailable,
     VerificationError,
 )
+from .outage import Outage
 from .registry import Package, load_public_key, verify_names, verify_package, verify_versions
 from .storage import FileStorage, Meta, sha256_file
 from .upstream import Upstream
@@ -77,6 +79,14 @@ class Cache:
         self._flights: dict[CacheKey, _Flight] = {}
         self._downloads: dict[CacheKey, Download] = {}
         self._installs_key: RSAPublicKey | None = None
+        # /installs/* comes from the builds host, which locked-down networks never reach
+        # and Hex 2.3+ asks on every run: one failed attempt is remembered for negative_ttl.
+        self.builds_outage = Outage(
+            f"builds host {config.upstream.builds_url}",
+            config.cache.negative_ttl,
+            lambda: self.clock(),
+        )
+        self._offline_installs_logged = False
 
     async def close(self) -> None:
         """Stop running fetches (their temp files are dropped) and the upstream client."""
@@ -97,10 +107,19 @@ class Cache:
             return Small(entry, Status.HIT)
         self._check_negative(key)
         if self.offline:
-            raise _offline_miss(key)
+            raise self._offline_miss(key)
         if entry is None:
-            return await self._join_flight(key, None).task
+            return await self._fetch_new(key)
         return await self._revalidate(key, entry)
+
+    async def _fetch_new(self, key: CacheKey) -> Small:
+        if key.kind is not Kind.INSTALL:
+            return await self._join_flight(key, None).task
+        self._check_builds_host(key)
+        try:
+            return await self._join_flight(key, None).task
+        except UpstreamError as exc:
+            raise self._installs_unavailable(key, exc) from None
 
     def fresh_entry(self, key: CacheKey) -> Entry | None:
         """What get_small would answer as a HIT right now without any I/O, if anything."""
@@ -128,6 +147,8 @@ class Cache:
         breaker = self.upstream.breaker_for(key)
         if breaker.state is State.PAUSED:
             return self._stale(entry, breaker.last_error)
+        if key.kind is Kind.INSTALL and (down := self.builds_outage.remembered()):
+            return self._stale(entry, down)
         flight = self._join_flight(key, entry)
         if flight.reported_slow:
             # This very revalidation already kept a client waiting: don't wait again.
@@ -144,6 +165,8 @@ class Cache:
                 breaker.record_failure("no answer within stale_timeout")
             return self._stale(entry, "upstream too slow")
         except (UpstreamError, VerificationError) as exc:
+            if key.kind is Kind.INSTALL and isinstance(exc, UpstreamError):
+                self._installs_unavailable(key, exc)
             return self._stale(entry, exc.message)
 
     def _stale(self, entry: Entry, reason: str) -> Small:
@@ -175,6 +198,8 @@ class Cache:
             etag=meta.upstream_etag if meta else None,
             last_modified=meta.upstream_last_modified if meta else None,
         )
+        if key.kind is Kind.INSTALL:
+            self.builds_outage.answered()
         now = self.clock()
         if fetched.status == 304 and entry is not None:
             return Small(await self._touch(entry, now), Status.REVALIDATED)
@@ -393,7 +418,9 @@ class Cache:
             return running
         self._check_negative(key)
         if self.offline:
-            raise _offline_miss(key)
+            raise self._offline_miss(key)
+        if key.kind is Kind.INSTALL:
+            self._check_builds_host(key)
         expected = await self.expected_checksum(key)
         digest = await self.expected_install_digest(key)
         # Awaiting the registry may have let another request start (or finish) it.
@@ -454,6 +481,47 @@ class Cache:
         if isinstance(download.error, NotFound):
             self._negative[key] = self.clock() + self.config.cache.negative_ttl
 
+    async def started(self, download: Download) -> None:
+        """Wait until a fetch has its first byte (an error before it is a clean status)."""
+        try:
+            await download.started
+        except HexproxyError as exc:
+            raise self._download_error(download.key, exc) from None
+
+    # ----- /installs/* when the builds host cannot be reached, and offline misses -----
+
+    def _offline_miss(self, key: CacheKey) -> NotCached | InstallsUnavailable:
+        if key.kind is not Kind.INSTALL:
+            return _offline_miss(key)
+        if not self._offline_installs_logged:
+            self._offline_installs_logged = True
+            log.warning(
+                "offline: %s is not in the cache; /installs/* not held is answered 404, "
+                "which Hex takes as no update information",
+                key,
+            )
+        return InstallsUnavailable(f"{key} is not in this offline cache")
+
+    def _check_builds_host(self, key: CacheKey) -> None:
+        """While a failed attempt is remembered, answer at once instead of trying again."""
+        reason = self.builds_outage.remembered()
+        if reason is not None:
+            raise _installs_error(key, reason)
+
+    def _installs_unavailable(self, key: CacheKey, error: UpstreamError) -> InstallsUnavailable:
+        ttl = self.config.cache.negative_ttl
+        self.builds_outage.failed(
+            error.message,
+            f"/installs/* not held in the cache is answered 404 (Hex: no update information), "
+            f"trying again at most every {ttl:g}s",
+        )
+        return _installs_error(key, error.message)
+
+    def _download_error(self, key: CacheKey, error: HexproxyError) -> HexproxyError:
+        if key.kind is Kind.INSTALL and isinstance(error, UpstreamError):
+            return self._installs_unavailable(key, error)
+        return error
+
     async def fetch_file(self, key: CacheKey) -> StoredFile:
         """Make sure an immutable object is stored (for HEAD and for warm)."""
         got = await self.get_file(key)
@@ -462,7 +530,7 @@ class Cache:
         assert got.task is not None
         await asyncio.shield(got.task)
         if got.error is not None:
-            raise got.error
+            raise self._download_error(key, got.error)
         stored = await self.load_stored_file(key)
         if stored is None:
             raise UpstreamUnavailable(f"{key} was fetched but could not be stored")
@@ -480,3 +548,9 @@ def _signed_key(csv: CacheKey) -> CacheKey:
 
 def _offline_miss(key: CacheKey) -> NotCached:
     return NotCached(f"{key} is not in this offline cache")
+
+
+def _installs_error(key: CacheKey, reason: str) -> InstallsUnavailable:
+    return InstallsUnavailable(
+        f"{key}: the builds host could not answer ({reason}) and this proxy holds no copy"
+    )

@@ -18,6 +18,7 @@ the clients that print one (web/clients.py decides which clients those are).
     │   └── TooLarge                 body (or gunzipped body) over its limit
     └── UpstreamError                502 upstream could not give an answer
         ├── UpstreamUnavailable      connection refused, DNS, circuit open, offline
+        │   └── InstallsUnavailable  404 /installs/* with the builds host down; nothing cached
         ├── UpstreamTimeout          504 connect or read timed out
         └── UpstreamStatus           upstream answered with an unexpected status
 """
@@ -96,6 +97,21 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     http_status = 504
     code = "upstream_timeout"
+
+
+class InstallsUnavailable(UpstreamUnavailable):
+    """No ``/installs/*`` answer to give: the builds host cannot be reached (or the
+    proxy is offline) and the cache holds no copy.
+
+    A 404, not a 502: every Hex takes any failed update check as "no update
+    information" (``Hex.UpdateChecker`` prints "Failed to check for new Hex version"
+    and the body, then carries on), and a 404 is also what an offline miss answers.
+    No ``x-hex-message``: Hex already says the check failed and prints this body.
+    """
+
+    http_status = 404
+    code = "installs_unavailable"
+    client_message = False
 
 
 class UpstreamStatus(UpstreamError):
