@@ -82,7 +82,7 @@ class Cache:
         # /installs/* comes from the builds host, which locked-down networks never reach
         # and Hex 2.3+ asks on every run: one failed attempt is remembered for negative_ttl.
         self.builds_outage = Outage(
-            f"builds host {config.upstream.builds_url}",
+            f"builds host {upstream.builds.shown_url}",
             config.cache.negative_ttl,
             lambda: self.clock(),
         )

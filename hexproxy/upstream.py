@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -81,6 +82,14 @@ class Host:
     name: str  # "repository" or "builds": what the status page, /ready and metrics show
     url: str
     breaker: CircuitBreaker
+
+    @property
+    def shown_url(self) -> str:
+        """The URL for logs and pages: without any ``user:password@`` it may carry."""
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class Upstream:

@@ -58,7 +58,7 @@ def render(metrics: Metrics, evictor: Evictor) -> str:
 
 def _host_urls(metrics: Metrics) -> str:
     return " · ".join(
-        f"{escape(host.name)} <code>{escape(host.url)}</code>"
+        f"{escape(host.name)} <code>{escape(host.shown_url)}</code>"
         for host in metrics.cache.upstream.hosts
     )
 

@@ -288,3 +288,18 @@ async def test_offline_installs_miss_is_a_quiet_404_logged_once(
         assert "not in this offline cache" in await response.text()
     said = [r for r in caplog.records if "offline" in r.getMessage() and CSV in r.getMessage()]
     assert len(said) == 1
+
+
+async def test_credentials_in_builds_url_stay_out_of_log_and_status_page(
+    make_proxy: ProxyFactory, refused_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with_secret = refused_url.replace("http://", "http://ci:s3cret@")
+    proxy = await make_proxy(upstream__builds_url=with_secret)
+    caplog.set_level(logging.DEBUG)
+    assert (await proxy.get(CSV)).status == 404
+    said = [r.getMessage() for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert said and refused_url.removeprefix("http://") in said[0]
+    assert not [m for m in (r.getMessage() for r in caplog.records) if "s3cret" in m]
+    html = await (await proxy.get("/_hexproxy/")).text()
+    assert refused_url.removeprefix("http://") in html and "s3cret" not in html
+    assert "s3cret" not in await (await proxy.get("/_hexproxy/ready")).text()
