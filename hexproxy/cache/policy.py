@@ -24,6 +24,7 @@ from typing import Any
 from ..config import Config
 from ..errors import (
     HexproxyError,
+    InstallsUnavailable,
     NotCached,
     NotFound,
     UpstreamError,
@@ -40,6 +41,7 @@ from ..upstream.download import Download
 from .entries import Answer, Counters, Entry, Status, StoredFile
 from .gate import Gate, csv_key, is_installs_csv, is_installs_signature, signature_key
 from .memory import Memory
+from .outage import Outage
 
 log = logging.getLogger("hexproxy.cache")
 
@@ -73,6 +75,14 @@ class Cache:
         self._negative: dict[CacheKey, float] = {}
         self._flights: dict[CacheKey, _Flight] = {}
         self._downloads: dict[CacheKey, Download] = {}
+        # /installs/* comes from the builds host, which locked-down networks never reach
+        # and Hex 2.3+ asks on every run: one failed attempt is remembered for negative_ttl.
+        self.builds_outage = Outage(
+            f"builds host {upstream.builds.shown_url}",
+            config.cache.negative_ttl,
+            lambda: self.clock(),
+        )
+        self._offline_installs_logged = False
 
     async def close(self) -> None:
         """Stop running fetches (their temp files are dropped) and the upstream client."""
@@ -107,10 +117,19 @@ class Cache:
             return Answer(entry, Status.HIT)
         self._check_negative(key)
         if self.offline:
-            raise _offline_miss(key)
+            raise self._offline_miss(key)
         if entry is None:
-            return await self._join_flight(key, None).task
+            return await self._fetch_new(key)
         return await self._revalidate(key, entry)
+
+    async def _fetch_new(self, key: CacheKey) -> Answer[Any]:
+        if key.kind is not Kind.INSTALL:
+            return await self._join_flight(key, None).task
+        self._check_builds_host(key)
+        try:
+            return await self._join_flight(key, None).task
+        except UpstreamError as exc:
+            raise self._installs_unavailable(key, exc) from None
 
     def fresh_entry(self, key: CacheKey) -> Entry[object] | None:
         """What get_metadata would answer as a HIT right now without any I/O, if anything."""
@@ -135,8 +154,11 @@ class Cache:
 
     async def _revalidate(self, key: CacheKey, entry: Entry[Any]) -> Answer[Any]:
         """Ask upstream, but never make the client wait long for what we already hold."""
-        if self.upstream.breaker.state is State.PAUSED:
-            return self._stale(entry, self.upstream.breaker.last_error)
+        breaker = self.upstream.breaker_for(key)
+        if breaker.state is State.PAUSED:
+            return self._stale(entry, breaker.last_error)
+        if key.kind is Kind.INSTALL and (down := self.builds_outage.remembered()):
+            return self._stale(entry, down)
         flight = self._join_flight(key, entry)
         if flight.reported_slow:
             # This very revalidation already kept a client waiting: don't wait again.
@@ -150,9 +172,11 @@ class Cache:
                 # A black-holed upstream accepts connections and never answers:
                 # count the silence so the breaker opens after a few of them.
                 flight.reported_slow = True
-                self.upstream.breaker.record_failure("no answer within stale_timeout")
+                breaker.record_failure("no answer within stale_timeout")
             return self._stale(entry, "upstream too slow")
         except (UpstreamError, VerificationError) as exc:
+            if key.kind is Kind.INSTALL and isinstance(exc, UpstreamError):
+                self._installs_unavailable(key, exc)
             return self._stale(entry, exc.message)
 
     def _stale(self, entry: Entry[Any], reason: str) -> Answer[Any]:
@@ -184,6 +208,8 @@ class Cache:
             etag=meta.upstream_etag if meta else None,
             last_modified=meta.upstream_last_modified if meta else None,
         )
+        if key.kind is Kind.INSTALL:
+            self.builds_outage.answered()
         now = self.clock()
         if fetched.status == 304 and entry is not None:
             return Answer(await self._record_revalidation(entry, now), Status.REVALIDATED)
@@ -318,8 +344,12 @@ class Cache:
         return entry
 
     def can_refetch(self) -> bool:
-        """Could a file removed now be fetched again? Not offline, and upstream answering."""
-        return not self.offline and self.upstream.breaker.state is State.UP
+        """Could a file removed now be fetched again? Not offline, and upstream answering.
+
+        The repository's breaker decides: it serves nearly everything stored, and a
+        builds host that a locked-down network never reaches must not stop eviction
+        for good."""
+        return not self.offline and self.upstream.repository.breaker.state is State.UP
 
     def forget(self, key: CacheKey) -> None:
         """Drop what this process holds for ``key`` (after an operator removed it)."""
@@ -383,7 +413,9 @@ class Cache:
             return running
         self._check_negative(key)
         if self.offline:
-            raise _offline_miss(key)
+            raise self._offline_miss(key)
+        if key.kind is Kind.INSTALL:
+            self._check_builds_host(key)
         expected = await self.expected_checksum(key)
         digest = await self.expected_install_digest(key)
         # Awaiting the registry may have let another request start (or finish) it.
@@ -444,6 +476,47 @@ class Cache:
         if isinstance(download.error, NotFound):
             self._negative[key] = self.clock() + self.config.cache.negative_ttl
 
+    async def started(self, download: Download) -> None:
+        """Wait until a fetch has its first byte (an error before it is a clean status)."""
+        try:
+            await download.started
+        except HexproxyError as exc:
+            raise self._download_error(download.key, exc) from None
+
+    # ----- /installs/* when the builds host cannot be reached, and offline misses -----
+
+    def _offline_miss(self, key: CacheKey) -> NotCached | InstallsUnavailable:
+        if key.kind is not Kind.INSTALL:
+            return _offline_miss(key)
+        if not self._offline_installs_logged:
+            self._offline_installs_logged = True
+            log.warning(
+                "offline: %s is not in the cache; /installs/* not held is answered 404, "
+                "which Hex takes as no update information",
+                key,
+            )
+        return InstallsUnavailable(f"{key} is not in this offline cache")
+
+    def _check_builds_host(self, key: CacheKey) -> None:
+        """While a failed attempt is remembered, answer at once instead of trying again."""
+        reason = self.builds_outage.remembered()
+        if reason is not None:
+            raise _installs_error(key, reason)
+
+    def _installs_unavailable(self, key: CacheKey, error: UpstreamError) -> InstallsUnavailable:
+        ttl = self.config.cache.negative_ttl
+        self.builds_outage.failed(
+            error.message,
+            f"/installs/* not held in the cache is answered 404 (Hex: no update information), "
+            f"trying again at most every {ttl:g}s",
+        )
+        return _installs_error(key, error.message)
+
+    def _download_error(self, key: CacheKey, error: HexproxyError) -> HexproxyError:
+        if key.kind is Kind.INSTALL and isinstance(error, UpstreamError):
+            return self._installs_unavailable(key, error)
+        return error
+
     async def fetch_file(self, key: CacheKey) -> StoredFile:
         """Make sure an immutable object is stored (for HEAD and for warm)."""
         got = await self.get_file(key)
@@ -452,7 +525,7 @@ class Cache:
         assert got.task is not None
         await asyncio.shield(got.task)
         if got.error is not None:
-            raise got.error
+            raise self._download_error(key, got.error)
         stored = await self.load_stored_file(key)
         if stored is None:
             raise UpstreamUnavailable(f"{key} was fetched but could not be stored")
@@ -461,3 +534,9 @@ class Cache:
 
 def _offline_miss(key: CacheKey) -> NotCached:
     return NotCached(f"{key} is not in this offline cache")
+
+
+def _installs_error(key: CacheKey, reason: str) -> InstallsUnavailable:
+    return InstallsUnavailable(
+        f"{key}: the builds host could not answer ({reason}) and this proxy holds no copy"
+    )

@@ -11,7 +11,6 @@ from ..config import Config, load_public_key_pem, read_key_file
 from ..installs import ELIXIR_INSTALLS_PUBLIC_KEY_PEM
 from ..registry import load_public_key
 from ..store.storage import FileStorage
-from ..upstream.breaker import CircuitBreaker
 from ..upstream.client import Upstream
 from .gate import Gate
 from .policy import Cache
@@ -34,11 +33,10 @@ def build_cache(config: Config) -> Cache:
     """The policy object and what it stands on (no I/O yet, no event loop needed).
 
     Order: the verifying keys first (a bad key must stop us before we serve),
-    then storage, then the upstream client behind its circuit breaker, then the
-    cache that ties them together.
+    then storage, then the upstream client (one circuit breaker per upstream host),
+    then the cache that ties them together.
     """
     gate = build_gate(config)
     storage = FileStorage(config.cache_dir)
-    breaker = CircuitBreaker(config.upstream.failure_threshold, config.upstream.retry_after)
-    upstream = Upstream(config.upstream, breaker)
+    upstream = Upstream(config.upstream)
     return Cache(config, storage, upstream, gate)

@@ -6,7 +6,7 @@ see ``inventory``), then, if the cache is over its limit, removes the least
 recently used tarballs until it is back under ``LOW_WATER`` of the limit (so
 one new tarball does not trigger a new round at once).
 
-Nothing is evicted while upstream is unreachable (breaker not UP) or the
+Nothing is evicted while the repository is unreachable (its breaker not UP) or the
 proxy is offline: then the cache may be all that clients have, and a file
 removed now could not be fetched again. With several workers each runs this
 loop; a lock file lets only one of them evict at a time.
@@ -145,7 +145,7 @@ class Evictor:
             log.warning("cannot record access times (%s)", exc.strerror or exc)
 
     def may_evict(self) -> bool:
-        """Only while upstream can give back what we remove."""
+        """Only while upstream can give back what we remove (``Cache.can_refetch``)."""
         return self.can_refetch()
 
     async def run_once(self) -> list[inventory.Item]:

@@ -1,17 +1,24 @@
 """The one HTTP client that talks to upstream (repo.hex.pm, builds.hex.pm or a mirror).
 
 It turns every way a request can fail into the typed errors of ``errors.py``
-and reports each outcome to the circuit breaker, so the policy layer only
-ever sees "an answer" or "upstream could not answer, and why".
+and reports each outcome to the circuit breaker of the host it went to, so the
+policy layer only ever sees "an answer" or "upstream could not answer, and why".
+
+Each upstream host has its own breaker: the repository (``url``) and the builds
+host (``builds_url``, the ``/installs/*`` files) fail independently, and a
+builds host that a locked-down network never reaches must not pause package
+fetches. A new upstream (the API, an organization's repository) is one more
+``Host`` here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -68,10 +75,33 @@ def new_session(config: UpstreamConfig) -> aiohttp.ClientSession:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Host:
+    """One upstream host: where its objects live, and its own circuit breaker."""
+
+    name: str  # "repository" or "builds": what the status page, /ready and metrics show
+    url: str
+    breaker: CircuitBreaker
+
+    @property
+    def shown_url(self) -> str:
+        """The URL for logs and pages: without any ``user:password@`` it may carry."""
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 class Upstream:
-    def __init__(self, config: UpstreamConfig, breaker: CircuitBreaker) -> None:
+    def __init__(self, config: UpstreamConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.breaker = breaker
+
+        def breaker() -> CircuitBreaker:
+            return CircuitBreaker(config.failure_threshold, config.retry_after, clock)
+
+        self.repository = Host("repository", config.url, breaker())
+        self.builds = Host("builds", config.builds_url, breaker())
+        self.hosts = (self.repository, self.builds)
         self._session: aiohttp.ClientSession | None = None
         self.observer: Observer | None = None
 
@@ -91,20 +121,27 @@ class Upstream:
             raise RuntimeError("Upstream.start() was not awaited")
         return self._session
 
-    def url_for(self, key: CacheKey) -> str:
-        base = self.config.builds_url if key.kind is Kind.INSTALL else self.config.url
-        return base.rstrip("/") + key.upstream_path
+    def host_for(self, key: CacheKey) -> Host:
+        return self.builds if key.kind is Kind.INSTALL else self.repository
 
-    def _admit(self) -> None:
-        if not self.breaker.allow():
-            wait = self.breaker.seconds_until_retry()
+    def breaker_for(self, key: CacheKey) -> CircuitBreaker:
+        return self.host_for(key).breaker
+
+    def url_for(self, key: CacheKey) -> str:
+        return self.host_for(key).url.rstrip("/") + key.upstream_path
+
+    @staticmethod
+    def _admit(host: Host) -> None:
+        breaker = host.breaker
+        if not breaker.allow():
+            wait = breaker.seconds_until_retry()
             raise UpstreamUnavailable(
-                f"upstream is paused after {self.breaker.failures} failures "
-                f"({self.breaker.last_error}); retrying in {wait:.0f}s"
+                f"{host.name} upstream is paused after {breaker.failures} failures "
+                f"({breaker.last_error}); retrying in {wait:.0f}s"
             )
 
-    def record_failure(self, error: UpstreamError) -> None:
-        self.breaker.record_failure(error.message)
+    def _record_failure(self, host: Host, error: UpstreamError) -> None:
+        host.breaker.record_failure(error.message)
         if self.observer is not None:
             self.observer.failed(error)
 
@@ -137,7 +174,8 @@ class Upstream:
         accept: tuple[int, ...] = (200,),
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A streaming GET; a status outside ``accept`` raises (404 as NotFound)."""
-        self._admit()
+        host = self.host_for(key)
+        self._admit(host)
         url = self.url_for(key)
         started = time.monotonic()
         try:
@@ -146,7 +184,7 @@ class Upstream:
                     self.observer.answered(key, resp.status, time.monotonic() - started)
                 if resp.status >= 500:
                     raise UpstreamStatus(f"upstream answered {resp.status} for {key}", resp.status)
-                self.breaker.record_success()
+                host.breaker.record_success()
                 if resp.status not in accept:
                     if resp.status == 404:
                         raise NotFound(f"{key} not found upstream")
@@ -154,21 +192,21 @@ class Upstream:
                 yield resp
         except HexproxyError as exc:
             if isinstance(exc, UpstreamError):
-                self.record_failure(exc)
+                self._record_failure(host, exc)
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise self._failed(UpstreamTimeout(f"upstream timed out for {key}")) from None
+            raise self._failed(host, UpstreamTimeout(f"upstream timed out for {key}")) from None
         except aiohttp.ClientConnectorError as exc:
             raise self._failed(
-                UpstreamUnavailable(f"cannot connect to upstream: {_reason(exc)}")
+                host, UpstreamUnavailable(f"cannot connect to upstream: {_reason(exc)}")
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise self._failed(
-                UpstreamUnavailable(f"upstream connection failed for {key}: {_reason(exc)}")
+                host, UpstreamUnavailable(f"upstream connection failed for {key}: {_reason(exc)}")
             ) from None
 
-    def _failed(self, error: UpstreamError) -> UpstreamError:
-        self.record_failure(error)
+    def _failed(self, host: Host, error: UpstreamError) -> UpstreamError:
+        self._record_failure(host, error)
         return error
 
     @staticmethod

@@ -28,6 +28,7 @@ from ..errors import UpstreamError
 from ..store.cachekey import CacheKey
 from ..store.eviction import Evictor
 from ..upstream.breaker import State
+from ..upstream.client import Host
 
 # Cache results (the X-Cache header) that mean "answered without going upstream first".
 HIT_RESULTS = frozenset({"HIT", "STALE", "REVALIDATED"})
@@ -91,8 +92,11 @@ class Metrics:
         self.registry.register(_Snapshot(self))
         ProcessCollector(registry=self.registry)
 
-    def upstream_state(self) -> str:
-        return "offline" if self.cache.offline else self.cache.upstream.breaker.state.value
+    def upstream_state(self, host: Host | None = None) -> str:
+        """up / down / paused / offline for ``host`` (default: the repository)."""
+        if self.cache.offline:
+            return "offline"
+        return (host or self.cache.upstream.repository).breaker.state.value
 
 
 class _Snapshot(Collector):
@@ -146,15 +150,27 @@ class _Snapshot(Collector):
         )
         for error, n in sorted(up.failures.items()):
             failures.add_metric([error], n)
+        # The repository's state keeps its name and labels from before there was a
+        # breaker per host; every host, the repository included, is in the second family.
         state = GaugeMetricFamily(
             "hexproxy_upstream_state",
-            "1 for the current upstream state (up, down, paused by the breaker, offline).",
+            "1 for the repository upstream's current state (up, down, paused, offline).",
             labels=["state"],
         )
+        per_host = GaugeMetricFamily(
+            "hexproxy_upstream_host_state",
+            "1 for each upstream host's current state (its own circuit breaker).",
+            labels=["host", "state"],
+        )
+        names = [s.value for s in State] + ["offline"]
         current = self.m.upstream_state()
-        for name in [s.value for s in State] + ["offline"]:
+        for name in names:
             state.add_metric([name], 1 if name == current else 0)
-        yield from (answers, failures, state)
+        for host in self.m.cache.upstream.hosts:
+            current = self.m.upstream_state(host)
+            for name in names:
+                per_host.add_metric([host.name, name], 1 if name == current else 0)
+        yield from (answers, failures, state, per_host)
 
     def _cache(self) -> Iterator[Metric]:
         counters, evictor = self.m.cache.counters, self.m.evictor

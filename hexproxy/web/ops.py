@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..cache.policy import Cache
 from ..store.eviction import Evictor
 from ..store.storage import FileStorage
+from ..upstream.client import Host
 from . import status_page
 from .metrics import Metrics
 from .state import CACHE
@@ -47,11 +48,11 @@ def cache_writable(storage: FileStorage) -> bool:
     return True
 
 
-def upstream_summary(cache: Cache) -> str:
-    """up / down / paused / offline, with the reason when it is not up."""
+def upstream_summary(cache: Cache, host: Host) -> str:
+    """up / down / paused / offline for one upstream host, with the reason when not up."""
     if cache.offline:
         return "offline (serving from the cache only)"
-    breaker = cache.upstream.breaker
+    breaker = host.breaker
     state = breaker.state.value
     if state == "paused":
         return f"paused for {breaker.seconds_until_retry():.0f}s more: {breaker.last_error}"
@@ -61,16 +62,17 @@ def upstream_summary(cache: Cache) -> str:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 200 while the cache directory takes writes; the body says how upstream is.
+    """Readiness: 200 while the cache directory takes writes; the body says how each
+    upstream host is (one line each, its circuit breaker's state).
 
     An unreachable upstream does not make the proxy unready: it still serves what is cached.
     """
     cache = request.app[CACHE]
     writable = await asyncio.to_thread(cache_writable, cache.storage)
-    body = (
-        f"cache: {'writable' if writable else 'NOT writable'} ({cache.storage.root})\n"
-        f"upstream: {upstream_summary(cache)}\n"
-    )
+    lines = [f"cache: {'writable' if writable else 'NOT writable'} ({cache.storage.root})"]
+    for host in cache.upstream.hosts:
+        lines.append(f"upstream {host.name}: {upstream_summary(cache, host)}")
+    body = "".join(line + "\n" for line in lines)
     return web.Response(
         status=200 if writable else 503, text=body, headers={"Cache-Control": "no-store"}
     )

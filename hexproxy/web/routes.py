@@ -99,12 +99,12 @@ async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:
     if got.expected is not None and if_none_match(request, f'"{got.expected.hex()}"'):
         # The client already holds exactly the bytes the registry signed.
         return web.Response(status=304, headers={"ETag": f'"{got.expected.hex()}"'})
-    return await _stream(request, got)
+    return await _stream(request, cache, got)
 
 
-async def _stream(request: web.Request, download: Download) -> web.StreamResponse:
+async def _stream(request: web.Request, cache: Cache, download: Download) -> web.StreamResponse:
     """A miss: send the bytes as they arrive; cut the connection if they turn out bad."""
-    await download.started  # an upstream error before the first byte is a clean error status
+    await cache.started(download)  # an upstream error before the first byte is a clean status
     headers = {
         "Content-Type": content_type(download.key),
         "Cache-Control": cache_control(download.key, 0) if download.key.is_mutable else IMMUTABLE,

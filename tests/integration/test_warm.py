@@ -19,6 +19,7 @@ from hexproxy.store.storage import FileStorage
 from hexproxy.web import create_app
 from tests.support.keys import test_private_key
 from tests.support.repo import DepSpec, PackageSpec, build_repo
+from tests.support.user_agents import AS_HEX_2_5
 from tests.support.warming import (
     PHOENIX,
     PHOENIX_KEY,
@@ -290,7 +291,7 @@ async def test_offline_miss_says_not_in_this_offline_cache(
     client = await aiohttp_client(create_app(config))
     assert (await client.get("/packages/jason")).status == 200
     for path in ("/packages/plug", "/tarballs/plug-1.12.1.tar"):
-        response = await client.get(path)
+        response = await client.get(path, headers=AS_HEX_2_5)
         assert response.status == 404
         assert "not in this offline cache" in response.headers["x-hex-message"]
 
