@@ -7,7 +7,12 @@ serving and pre-warming share one verified path.
 Metadata (registry files, installer CSVs) is revalidated after the TTL and
 served from memory after its first load; immutable objects (tarballs, docs,
 installer builds) are served from disk and fetched through a shared
-``Download``. What makes bytes fit to serve is ``gate.py``'s job.
+``Download``. What makes bytes fit to serve is ``gate.py``'s job; what the
+builds host's outages mean for ``/installs/*``, ``builds_host.py``'s.
+
+The two halves stay one class: they share the negative cache, the offline
+switch and the in-flight refreshes (a tarball's checksum comes from its package
+file's refresh), and splitting them would pass all of that back and forth.
 """
 
 from __future__ import annotations
@@ -38,10 +43,10 @@ from ..store.storage import FileStorage, Meta, sha256_file
 from ..upstream.breaker import State
 from ..upstream.client import Upstream
 from ..upstream.download import Download
+from .builds_host import BuildsHost
 from .entries import Answer, Counters, Entry, Status, StoredFile
 from .gate import Gate, csv_key, is_installs_csv, is_installs_signature, signature_key
 from .memory import Memory
-from .outage import Outage
 
 log = logging.getLogger("hexproxy.cache")
 
@@ -77,12 +82,9 @@ class Cache:
         self._downloads: dict[CacheKey, Download] = {}
         # /installs/* comes from the builds host, which locked-down networks never reach
         # and Hex 2.3+ asks on every run: one failed attempt is remembered for negative_ttl.
-        self.builds_outage = Outage(
-            f"builds host {upstream.builds.shown_url}",
-            config.cache.negative_ttl,
-            lambda: self.clock(),
+        self.builds = BuildsHost(
+            upstream.builds.shown_url, config.cache.negative_ttl, lambda: self.clock()
         )
-        self._offline_installs_logged = False
 
     async def close(self) -> None:
         """Stop running fetches (their temp files are dropped) and the upstream client."""
@@ -125,11 +127,11 @@ class Cache:
     async def _fetch_new(self, key: CacheKey) -> Answer[Any]:
         if key.kind is not Kind.INSTALL:
             return await self._join_flight(key, None).task
-        self._check_builds_host(key)
+        self.builds.check(key)
         try:
             return await self._join_flight(key, None).task
         except UpstreamError as exc:
-            raise self._installs_unavailable(key, exc) from None
+            raise self.builds.failed(key, exc) from None
 
     def fresh_entry(self, key: CacheKey) -> Entry[object] | None:
         """What get_metadata would answer as a HIT right now without any I/O, if anything."""
@@ -157,7 +159,7 @@ class Cache:
         breaker = self.upstream.breaker_for(key)
         if breaker.state is State.PAUSED:
             return self._stale(entry, breaker.last_error)
-        if key.kind is Kind.INSTALL and (down := self.builds_outage.remembered()):
+        if key.kind is Kind.INSTALL and (down := self.builds.down()):
             return self._stale(entry, down)
         flight = self._join_flight(key, entry)
         if flight.reported_slow:
@@ -176,7 +178,7 @@ class Cache:
             return self._stale(entry, "upstream too slow")
         except (UpstreamError, VerificationError) as exc:
             if key.kind is Kind.INSTALL and isinstance(exc, UpstreamError):
-                self._installs_unavailable(key, exc)
+                self.builds.failed(key, exc)
             return self._stale(entry, exc.message)
 
     def _stale(self, entry: Entry[Any], reason: str) -> Answer[Any]:
@@ -209,7 +211,7 @@ class Cache:
             last_modified=meta.upstream_last_modified if meta else None,
         )
         if key.kind is Kind.INSTALL:
-            self.builds_outage.answered()
+            self.builds.answered()
         now = self.clock()
         if fetched.status == 304 and entry is not None:
             return Answer(await self._record_revalidation(entry, now), Status.REVALIDATED)
@@ -415,7 +417,7 @@ class Cache:
         if self.offline:
             raise self._offline_miss(key)
         if key.kind is Kind.INSTALL:
-            self._check_builds_host(key)
+            self.builds.check(key)
         expected = await self.expected_checksum(key)
         digest = await self.expected_install_digest(key)
         # Awaiting the registry may have let another request start (or finish) it.
@@ -483,38 +485,14 @@ class Cache:
         except HexproxyError as exc:
             raise self._download_error(download.key, exc) from None
 
-    # ----- /installs/* when the builds host cannot be reached, and offline misses -----
-
     def _offline_miss(self, key: CacheKey) -> NotCached | InstallsUnavailable:
-        if key.kind is not Kind.INSTALL:
-            return _offline_miss(key)
-        if not self._offline_installs_logged:
-            self._offline_installs_logged = True
-            log.warning(
-                "offline: %s is not in the cache; /installs/* not held is answered 404, "
-                "which Hex takes as no update information",
-                key,
-            )
-        return InstallsUnavailable(f"{key} is not in this offline cache")
-
-    def _check_builds_host(self, key: CacheKey) -> None:
-        """While a failed attempt is remembered, answer at once instead of trying again."""
-        reason = self.builds_outage.remembered()
-        if reason is not None:
-            raise _installs_error(key, reason)
-
-    def _installs_unavailable(self, key: CacheKey, error: UpstreamError) -> InstallsUnavailable:
-        ttl = self.config.cache.negative_ttl
-        self.builds_outage.failed(
-            error.message,
-            f"/installs/* not held in the cache is answered 404 (Hex: no update information), "
-            f"trying again at most every {ttl:g}s",
-        )
-        return _installs_error(key, error.message)
+        if key.kind is Kind.INSTALL:
+            return self.builds.offline_miss(key)
+        return NotCached(f"{key} is not in this offline cache")
 
     def _download_error(self, key: CacheKey, error: HexproxyError) -> HexproxyError:
         if key.kind is Kind.INSTALL and isinstance(error, UpstreamError):
-            return self._installs_unavailable(key, error)
+            return self.builds.failed(key, error)
         return error
 
     async def fetch_file(self, key: CacheKey) -> StoredFile:
@@ -530,13 +508,3 @@ class Cache:
         if stored is None:
             raise UpstreamUnavailable(f"{key} was fetched but could not be stored")
         return stored
-
-
-def _offline_miss(key: CacheKey) -> NotCached:
-    return NotCached(f"{key} is not in this offline cache")
-
-
-def _installs_error(key: CacheKey, reason: str) -> InstallsUnavailable:
-    return InstallsUnavailable(
-        f"{key}: the builds host could not answer ({reason}) and this proxy holds no copy"
-    )
