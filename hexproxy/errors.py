@@ -1,7 +1,11 @@
 """The errors hexproxy raises, each carrying the HTTP status it maps to.
 
-Handlers and the CLI never inspect messages: they read ``http_status`` (and
-``code``, a stable machine-readable name) so a new error kind is one class here.
+Nothing inspects messages: the HTTP layer answers with ``http_status`` and
+sends ``code``, a stable machine-readable name, in the ``X-Hexproxy-Error``
+header (the message is the plain-text body), so a script can tell
+``not_cached`` from ``not_found`` and a new error kind is one class here.
+``client_message`` says whether the text is worth an ``x-hex-message`` header for
+the clients that print one (web/clients.py decides which clients those are).
 
     HexproxyError                    500 internal
     ├── ConfigError                  (CLI exit 2; never reaches HTTP)
@@ -17,7 +21,8 @@ Handlers and the CLI never inspect messages: they read ``http_status`` (and
     │   └── TooLarge                 body (or gunzipped body) over its limit
     └── UpstreamError                502 upstream could not give an answer
         ├── UpstreamUnavailable      connection refused, DNS, offline
-        │   └── CircuitOpen          the breaker holds requests back after repeated failures
+        │   ├── CircuitOpen          the breaker holds requests back after repeated failures
+        │   └── InstallsUnavailable  404 /installs/* with the builds host down; nothing cached
         ├── UpstreamTimeout          504 connect or read timed out
         └── UpstreamStatus           upstream answered with an unexpected status
 """
@@ -30,6 +35,7 @@ class HexproxyError(Exception):
 
     http_status = 500
     code = "internal"
+    client_message = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -57,10 +63,12 @@ class InvalidRequest(HexproxyError):
 class NotFound(HexproxyError):
     http_status = 404
     code = "not_found"
+    client_message = False  # upstream's own 404 passes through as upstream sent it
 
 
 class NotCached(NotFound):
     code = "not_cached"
+    client_message = True
 
 
 class VerificationError(HexproxyError):
@@ -106,6 +114,21 @@ class CircuitOpen(UpstreamUnavailable):
 class UpstreamTimeout(UpstreamError):
     http_status = 504
     code = "upstream_timeout"
+
+
+class InstallsUnavailable(UpstreamUnavailable):
+    """No ``/installs/*`` answer to give: the builds host cannot be reached (or the
+    proxy is offline) and the cache holds no copy.
+
+    A 404, not a 502: every Hex takes any failed update check as "no update
+    information" (``Hex.UpdateChecker`` prints "Failed to check for new Hex version"
+    and the body, then carries on), and a 404 is also what an offline miss answers.
+    No ``x-hex-message``: Hex already says the check failed and prints this body.
+    """
+
+    http_status = 404
+    code = "installs_unavailable"
+    client_message = False
 
 
 class UpstreamStatus(UpstreamError):

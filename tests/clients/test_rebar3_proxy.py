@@ -179,7 +179,7 @@ async def test_warm_with_upstream_black_holed(
     # Stale answers after stale_timeout (1 s) until the breaker opens after
     # failure_threshold (3) silences: a few seconds in all, not one timeout per package.
     assert holed <= warm + 15, (warm, holed, wall)
-    assert b"upstream: paused" in ready, ready  # the circuit is open
+    assert b"upstream repository: paused" in ready, ready  # the circuit is open
     assert codes == [0, 0], codes
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hexproxy.cachekey import CacheKey, package_key
 from hexproxy.config import Config
-from hexproxy.storage import FileStorage, Meta
+from hexproxy.store.cachekey import CacheKey, package_key
+from hexproxy.store.storage import FileStorage, Meta
 from hexproxy.web import create_app
 from hexproxy.web.state import CACHE
 from tests.conftest import Upstream

@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from hexproxy.cachekey import tarball_key
 from hexproxy.config import Config
-from hexproxy.server import start
+from hexproxy.store.cachekey import tarball_key
 from hexproxy.web.ops import METRICS
+from hexproxy.web.server import start
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
 

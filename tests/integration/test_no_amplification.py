@@ -13,20 +13,15 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from hexproxy.breaker import CircuitBreaker
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
-from tests.support.clock import Clock
+from tests.support.clock import Clock, drive
 
 NEGATIVE_TTL = 60.0
 
 
-def _clocked(proxy: TestClient[Any, Any], threshold: int = 3) -> Clock:
-    cache = proxy.app[CACHE]
-    clock = Clock()
-    cache.clock = clock
-    cache.upstream.breaker = CircuitBreaker(threshold, cache.config.upstream.retry_after, clock)
-    return clock
+def _clocked(proxy: TestClient[Any, Any]) -> Clock:
+    return drive(proxy.app[CACHE])
 
 
 async def _get(proxy: TestClient[Any, Any], path: str) -> tuple[int, str, bytes]:
@@ -84,8 +79,8 @@ async def test_tampered_signatures_under_50_clients_cost_a_handful_of_requests_p
     caplog: pytest.LogCaptureFixture,
     threshold: int,
 ) -> None:
-    proxy = await make_proxy(cache__registry_ttl=5)
-    clock = _clocked(proxy, threshold)
+    proxy = await make_proxy(cache__registry_ttl=5, upstream__failure_threshold=threshold)
+    clock = _clocked(proxy)
     names = ["alpha", "beta", "gamma"]
     bodies = {name: (await _get(proxy, f"/packages/{name}"))[2] for name in names}
     seen = len(upstream.repo.requests)
@@ -104,7 +99,7 @@ async def test_tampered_signatures_under_50_clients_cost_a_handful_of_requests_p
     # Backoff alone: 1, 2, 4, 8, 16 s apart, 5 requests in the 25 stale seconds.
     assert max(per_key.values()) <= 6, per_key
     assert results["STALE"] > 2000
-    breaker = proxy.app[CACHE].upstream.breaker
+    breaker = proxy.app[CACHE].upstream.repository.breaker
     if threshold == 3:
         assert breaker.state.value == "paused"  # bad answers are failures too
         assert sum(per_key.values()) <= 3 * 2

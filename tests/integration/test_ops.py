@@ -67,25 +67,27 @@ async def test_ready_reports_upstream_up_then_down_then_paused(
     response = await proxy.get("/_hexproxy/ready")
     text = await response.text()
     assert response.status == 200
-    assert "cache: writable" in text and "upstream: up" in text
+    assert "cache: writable" in text
+    assert "upstream repository: up\n" in text and "upstream builds: up\n" in text
 
     await upstream.stop()
     assert (await proxy.get("/packages/alpha")).status == 502
     text = await (await proxy.get("/_hexproxy/ready")).text()
-    assert "upstream: down (1 failures): cannot connect to upstream" in text
+    assert "upstream repository: down (1 failures): cannot connect to upstream" in text
 
     assert (await proxy.get("/packages/beta")).status == 502
     response = await proxy.get("/_hexproxy/ready")
     text = await response.text()
     # Upstream trouble does not make the proxy unready: the cache still serves.
     assert response.status == 200
-    assert "upstream: paused for" in text
+    assert "upstream repository: paused for" in text
+    assert "upstream builds: up\n" in text  # its own breaker: package misses do not touch it
 
 
 async def test_ready_says_offline(make_proxy: ProxyFactory) -> None:
     proxy = await make_proxy(upstream__offline=True)
     text = await (await proxy.get("/_hexproxy/ready")).text()
-    assert "upstream: offline" in text
+    assert "upstream repository: offline" in text and "upstream builds: offline" in text
 
 
 @contextlib.contextmanager

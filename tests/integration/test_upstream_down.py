@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from hexproxy.breaker import CircuitBreaker
-from hexproxy.cachekey import package_key
+from hexproxy.store.cachekey import package_key
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import BlackHole
-from tests.support.clock import Clock
+from tests.support.clock import drive
+from tests.support.user_agents import AS_HEX_2_5
 
 
 async def _warm(proxy: TestClient[Any, Any]) -> bytes:
@@ -57,7 +57,7 @@ async def test_miss_with_upstream_down_is_502_with_hex_message(
     proxy: TestClient[Any, Any], upstream: Upstream
 ) -> None:
     await upstream.stop()
-    response = await proxy.get("/packages/alpha")
+    response = await proxy.get("/packages/alpha", headers=AS_HEX_2_5)
     assert response.status == 502
     assert response.headers["Content-Type"].startswith("text/plain")
     message = response.headers["x-hex-message"]
@@ -121,7 +121,7 @@ async def test_black_holed_upstream_opens_the_circuit(make_proxy: ProxyFactory) 
             response = await proxy.get(f"/packages/{name}")
             timings.append(time.monotonic() - started)
             assert (response.status, response.headers["X-Cache"]) == (200, "STALE")
-        assert proxy.app[CACHE].upstream.breaker.state.value == "paused"
+        assert proxy.app[CACHE].upstream.repository.breaker.state.value == "paused"
         assert max(timings[3:]) < 0.2, timings  # once open, no waiting at all
         assert sum(timings) < 5, timings
         await proxy.close()
@@ -134,9 +134,8 @@ async def test_circuit_closes_again_after_the_pause(
 ) -> None:
     proxy = await make_proxy(cache__registry_ttl=0, upstream__failure_threshold=2)
     cache = proxy.app[CACHE]
-    clock = Clock()
-    cache.clock = clock
-    breaker = cache.upstream.breaker = CircuitBreaker(2, cache.config.upstream.retry_after, clock)
+    clock = drive(cache)
+    breaker = cache.upstream.repository.breaker
     body = await _warm(proxy)
     assert (await proxy.get("/packages/beta")).status == 200
     upstream.repo.fail("500")
@@ -165,7 +164,7 @@ async def test_offline_mode_never_contacts_upstream(
     offline = await make_proxy(upstream__offline=True, cache__registry_ttl=0)
     response = await offline.get("/packages/alpha")
     assert (response.status, await response.read()) == (200, body)
-    missing = await offline.get("/packages/beta")
+    missing = await offline.get("/packages/beta", headers=AS_HEX_2_5)
     assert missing.status == 404
     assert "offline cache" in missing.headers["x-hex-message"]
     tarball = await offline.get("/tarballs/alpha-1.0.0.tar")
@@ -178,7 +177,7 @@ async def test_upstream_404_passes_through_and_is_cached_briefly(
 ) -> None:
     proxy = await make_proxy(cache__negative_ttl=60)
     for _ in range(3):
-        response = await proxy.get("/packages/nosuchpackage")
+        response = await proxy.get("/packages/nosuchpackage", headers=AS_HEX_2_5)
         assert response.status == 404
         assert "x-hex-message" not in response.headers
     assert upstream.repo.count("/packages/nosuchpackage") == 1
@@ -198,7 +197,7 @@ async def test_offline_release_missing_from_cached_package_says_offline(
     await _warm(online)
     await online.close()
     offline = await make_proxy(upstream__offline=True)
-    response = await offline.get("/tarballs/alpha-9.9.9.tar")
+    response = await offline.get("/tarballs/alpha-9.9.9.tar", headers=AS_HEX_2_5)
     assert response.status == 404
     assert "offline cache" in response.headers["x-hex-message"]
 

@@ -14,6 +14,7 @@ from tests.fakes.hex_repo import flip_byte
 from tests.support.clock import later, past_backoff
 from tests.support.keys import other_private_key
 from tests.support.repo import PackageSpec, build_repo
+from tests.support.user_agents import AS_HEX_2_5
 
 
 def cached_files(client: TestClient[Any, Any]) -> list[str]:
@@ -37,7 +38,7 @@ async def test_bad_registry_file_is_refused(
     proxy: TestClient[Any, Any], upstream: Upstream, fault: str, path: str
 ) -> None:
     upstream.repo.fail(fault, path)
-    response = await proxy.get(path)
+    response = await proxy.get(path, headers=AS_HEX_2_5)
     assert response.status == 502
     assert "x-hex-message" in response.headers
     assert response.headers["x-hex-message"].startswith('"')

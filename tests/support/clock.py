@@ -4,8 +4,11 @@ them to pass in real time."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
+
+from hexproxy.upstream.breaker import CircuitBreaker
 
 
 class Clock:
@@ -31,3 +34,16 @@ def later(cache: Any, seconds: float) -> None:
 def past_backoff(cache: Any) -> None:
     """Let the longest per-object backoff (``retry_after``) run out."""
     later(cache, cache.config.upstream.retry_after + 1)
+
+
+def drive(cache: Any) -> Clock:
+    """Put the cache and its upstream hosts' circuit breakers on one hand-moved clock."""
+    clock = Clock()
+    cache.clock = clock
+    upstream = cache.upstream
+    for name in ("repository", "builds"):
+        host = getattr(upstream, name)
+        breaker = CircuitBreaker(host.breaker.threshold, host.breaker.retry_after, clock)
+        setattr(upstream, name, dataclasses.replace(host, breaker=breaker))
+    upstream.hosts = (upstream.repository, upstream.builds)
+    return clock

@@ -3,9 +3,9 @@ object from costing one upstream request per client request."""
 
 from __future__ import annotations
 
-from hexproxy.backoff import Backoff, Negative
-from hexproxy.cachekey import package_key
+from hexproxy.cache.backoff import Backoff, Negative
 from hexproxy.errors import BadSignature, UpstreamTimeout
+from hexproxy.store.cachekey import package_key
 
 KEY = package_key("yew")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from hexproxy.logrepeats import Repeats
+from hexproxy.web.logrepeats import Repeats
 from tests.support.clock import Clock
 
 
