@@ -3,6 +3,10 @@
 A key is only ever built from parts that passed the path grammar
 (``registry.naming``), so its storage path and upstream path cannot escape
 the cache directory or address anything but the object it names.
+
+A key with an ``org`` names an object of that hex.pm organization's repository
+(``/repos/ORG/...`` upstream, ``orgs/ORG/...`` on disk). It never equals the public
+key of the same name, so nothing that looks up public objects can find it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import InvalidRequest
-from .registry import is_valid_name, is_valid_version
+from .registry import is_valid_name, is_valid_org, is_valid_version
 
 
 class Kind(enum.Enum):
@@ -35,10 +39,17 @@ class CacheKey:
     kind: Kind
     name: str = ""
     version: str = ""
+    org: str = ""  # a hex.pm organization; "" for the public repository
 
     @property
     def path(self) -> str:
         """Where it lives, relative to the cache directory."""
+        if self.org:
+            return f"orgs/{self.org}/{self._path}"
+        return self._path
+
+    @property
+    def _path(self) -> str:
         match self.kind:
             case Kind.NAMES:
                 return "registry/names"
@@ -57,6 +68,12 @@ class CacheKey:
     @property
     def upstream_path(self) -> str:
         """The path under the upstream base URL (the same layout clients use)."""
+        if self.org:
+            return f"/repos/{self.org}{self._upstream_path}"
+        return self._upstream_path
+
+    @property
+    def _upstream_path(self) -> str:
         match self.kind:
             case Kind.NAMES:
                 return "/names"
@@ -91,23 +108,36 @@ NAMES = CacheKey(Kind.NAMES)
 VERSIONS = CacheKey(Kind.VERSIONS)
 
 
-def package_key(name: str) -> CacheKey:
+def package_key(name: str, org: str = "") -> CacheKey:
     if not is_valid_name(name):
         raise InvalidRequest(f"invalid package name: {name!r}")
-    return CacheKey(Kind.PACKAGE, name)
+    return CacheKey(Kind.PACKAGE, name, org=_org(org))
 
 
-def tarball_key(name: str, version: str) -> CacheKey:
+def tarball_key(name: str, version: str, org: str = "") -> CacheKey:
     if not is_valid_name(name):
         raise InvalidRequest(f"invalid package name: {name!r}")
     if not is_valid_version(version):
         raise InvalidRequest(f"invalid version: {version!r}")
-    return CacheKey(Kind.TARBALL, name, version)
+    return CacheKey(Kind.TARBALL, name, version, _org(org))
 
 
-def docs_key(name: str, version: str) -> CacheKey:
+def docs_key(name: str, version: str, org: str = "") -> CacheKey:
     tarball_key(name, version)  # the same grammar
-    return CacheKey(Kind.DOCS, name, version)
+    return CacheKey(Kind.DOCS, name, version, _org(org))
+
+
+def org_registry_key(kind: Kind, org: str) -> CacheKey:
+    """An organization's /names or /versions."""
+    if kind not in (Kind.NAMES, Kind.VERSIONS):
+        raise ValueError(kind)
+    return CacheKey(kind, org=_org(org))
+
+
+def _org(org: str) -> str:
+    if org and not is_valid_org(org):
+        raise InvalidRequest(f"invalid organization name: {org!r}")
+    return org
 
 
 def install_key(relative: str) -> CacheKey:
