@@ -8,11 +8,12 @@ from aiohttp import web
 
 from ..cache import Cache
 from ..config import Config, load_public_key_pem
+from ..orgs import OrgRepos
 from ..registry import load_public_key
 from ..storage import FileStorage
 from ..upstream import Upstream
-from . import middleware, ops, routes
-from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
+from . import hex_api, middleware, ops, orgs, routes
+from .state import CACHE, CONFIG, ORGS, PUBLIC_KEY_PEM
 
 
 def build_cache(config: Config) -> Cache:
@@ -29,12 +30,19 @@ def build_cache(config: Config) -> Cache:
     return Cache(config, storage, upstream, key)
 
 
+def build_orgs(cache: Cache) -> OrgRepos:
+    """hex.pm organizations' repositories, on the cache's storage, key and upstream client."""
+    return OrgRepos(cache.config, cache.storage, cache.upstream, cache.public_key, cache.counters)
+
+
 def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
     app = web.Application(middlewares=[middleware.errors])
     app[CONFIG] = config
     app[PUBLIC_KEY_PEM] = load_public_key_pem(config)
     cache = build_cache(config)
     app[CACHE] = cache
+    org_repos = build_orgs(cache)
+    app[ORGS] = org_repos
 
     async def resources(_: web.Application) -> AsyncIterator[None]:
         # Temp files left by a crash are swept before the first request. With
@@ -45,9 +53,12 @@ def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
             cache.storage.tmp.mkdir(parents=True, exist_ok=True)
         await cache.upstream.start()
         yield
+        await org_repos.close()  # before the cache closes the upstream client they share
         await cache.close()
 
     app.cleanup_ctx.append(resources)
     routes.add_routes(app)
+    orgs.add_routes(app)  # /repos/ORG/...: hex.pm organizations
+    hex_api.add_routes(app)  # the few /api/ calls mix makes for organization keys
     ops.setup(app)  # operator endpoints, request metrics, background LRU eviction
     return app

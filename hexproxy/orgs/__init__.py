@@ -1,0 +1,25 @@
+"""hex.pm organizations through the proxy, without leaking one team's packages to another.
+
+``credentials`` keeps clients' keys as keyed hashes; ``grants`` remembers what
+upstream accepted and holds the (pure) authorization decision; ``asking`` makes the
+credentialed requests upstream; ``policy`` puts them together into what each
+request is served.
+"""
+
+from .credentials import Credential, Keyring, is_listed, listed_hash
+from .grants import Action, Facts, Grants, Windows, decide
+from .policy import OrgRepos, Served
+
+__all__ = [
+    "Action",
+    "Credential",
+    "Facts",
+    "Grants",
+    "Keyring",
+    "OrgRepos",
+    "Served",
+    "Windows",
+    "decide",
+    "is_listed",
+    "listed_hash",
+]
