@@ -4,13 +4,14 @@ repo.hex.pm that enforces per-organization keys (tests/fakes/hex_repo.py)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from hexproxy.orgs import OrgRepos
+from hexproxy.orgs import OrgRepos, listed_hash
 from hexproxy.web.state import ORGS
 from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import flip_byte
@@ -19,6 +20,7 @@ from tests.support.orgs import (
     ACME,
     ACME_KEY,
     ACME_TOKEN,
+    ALL_SECRETS,
     GLOBEX_KEY,
     UNKNOWN_KEY,
     acme_specs,
@@ -406,3 +408,82 @@ async def test_hostile_org_paths_touch_nothing(
     assert orgs_upstream.repo.requests == []
     root = proxy.app[ORGS].storage.root
     assert [p for p in root.rglob("*") if p.is_file()] == []
+
+
+# ---------------------------------------------------------------------------
+# Credentials never in logs, metrics, pages or the cache directory
+
+
+async def test_credentials_are_in_no_log_metric_page_or_file(
+    make_proxy: ProxyFactory, orgs_upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    proxy, clock = await start(make_proxy, orgs__auth_ttl=60)
+    for key in (ACME_KEY, ACME_TOKEN, GLOBEX_KEY, UNKNOWN_KEY, None):
+        for path in (SECRET, TARBALL, "/repos/acme/docs/secret-1.1.0.tar.gz"):
+            await get(proxy, path, key, **AS_HEX_2_5)
+    orgs_upstream.repo.fail("flip", "/repos/acme/tarballs/vault-0.2.0.tar")
+    await proxy.get("/repos/acme/tarballs/vault-0.2.0.tar", headers=auth(ACME_KEY))  # logged
+    await orgs_upstream.stop()
+    clock.advance(61)
+    for key in (ACME_KEY, GLOBEX_KEY):
+        for path in (SECRET, TARBALL):
+            await get(proxy, path, key, **AS_HEX_2_5)  # stale, and not confirmed: both logged
+    pages = [
+        await (await proxy.get(f"/_hexproxy/{page}")).text() for page in ("metrics", "", "ready")
+    ]
+    root = proxy.app[ORGS].storage.root
+    stored = [p.read_bytes() for p in root.rglob("*") if p.is_file()]
+    assert any(FILES["repos/acme/packages/secret"] == data for data in stored)
+    for secret in ALL_SECRETS:
+        token = secret.removeprefix("Bearer ")
+        assert token not in caplog.text, secret
+        assert all(token not in page for page in pages), secret
+        assert all(token.encode() not in data for data in stored), secret
+        # Nor any of the request-scoped objects the policy keeps once requests are done.
+        assert token not in repr(proxy.app[ORGS].grants.__dict__), secret
+
+
+# ---------------------------------------------------------------------------
+# Offline (air-gapped): only keys whose hashes orgs.keys lists for that organization
+
+
+async def test_offline_serves_only_keys_listed_for_the_organization(
+    make_proxy: ProxyFactory, orgs_upstream: Upstream
+) -> None:
+    online, _ = await start(make_proxy)
+    for path in (SECRET, TARBALL):
+        assert (await get(online, path, ACME_KEY))[0] == 200
+    asked = len(orgs_upstream.repo.requests)
+    listed = {
+        "acme": [listed_hash("acme", ACME_KEY)],
+        "globex": [listed_hash("globex", GLOBEX_KEY)],
+    }
+    offline, _ = await start(make_proxy, upstream__offline=True, orgs__keys=listed)
+    for path in (SECRET, TARBALL):
+        status, body, headers = await get(offline, path, ACME_KEY)
+        assert (status, headers["X-Cache"]) == (200, "HIT")
+        assert body == FILES[path.lstrip("/")]
+        for key, expected in (
+            (None, 401),
+            (GLOBEX_KEY, 403),
+            (UNKNOWN_KEY, 403),
+            (ACME_TOKEN, 403),
+        ):
+            status, body, _ = await get(offline, path, key)
+            assert status == expected, key
+            assert body != FILES[path.lstrip("/")]
+    assert (await get(offline, "/repos/acme/packages/vault", ACME_KEY))[0] == 404
+    assert (await get(offline, "/repos/globex/packages/widget", GLOBEX_KEY))[0] == 404
+    assert len(orgs_upstream.repo.requests) == asked  # offline means offline
+
+
+async def test_a_hash_listed_for_one_organization_does_not_open_another(
+    make_proxy: ProxyFactory, orgs_upstream: Upstream
+) -> None:
+    online, _ = await start(make_proxy)
+    assert (await get(online, SECRET, ACME_KEY))[0] == 200
+    # The operator copied acme's hash under globex: it is bound to acme, so it opens nothing.
+    listed = {"globex": [listed_hash("acme", ACME_KEY)]}
+    offline, _ = await start(make_proxy, upstream__offline=True, orgs__keys=listed)
+    assert (await get(offline, SECRET, ACME_KEY))[0] == 403
