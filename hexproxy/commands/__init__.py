@@ -1,4 +1,4 @@
-"""CLI glue for the air-gap commands: ``warm``, ``export`` and ``import``.
+"""CLI glue for the air-gap commands: ``warm``, ``export``, ``import`` and ``orgs``.
 
 The engines (``hexproxy.warm``, ``hexproxy.bundle``) know nothing of argparse or
 terminals; these modules turn flags into their inputs and reports into output
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bundle, warm
+from . import bundle, orgs, warm
 
 
 def register(sub: Any) -> None:
     """Add every command of this package to the ``hexproxy`` parser."""
     warm.register(sub)
     bundle.register(sub)
+    orgs.register(sub)  # hexproxy orgs hash-key

@@ -3,12 +3,13 @@
 ``credentials`` keeps clients' keys as keyed hashes; ``grants`` remembers what
 upstream accepted and holds the (pure) authorization decision; ``asking`` makes the
 credentialed requests upstream; ``policy`` puts them together into what each
-request is served.
+request is served; ``source`` is an organization through one key, for ``warm``.
 """
 
 from .credentials import Credential, Keyring, is_listed, listed_hash
 from .grants import Action, Facts, Grants, Windows, decide
 from .policy import OrgRepos, Served
+from .source import OrgSource
 
 __all__ = [
     "Action",
@@ -17,6 +18,7 @@ __all__ = [
     "Grants",
     "Keyring",
     "OrgRepos",
+    "OrgSource",
     "Served",
     "Windows",
     "decide",
