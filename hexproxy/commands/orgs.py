@@ -51,4 +51,3 @@ def _read_key(env: str | None) -> str:
     if sys.stdin.isatty():
         return getpass.getpass("organization key: ").strip()
     return sys.stdin.read().strip()
-

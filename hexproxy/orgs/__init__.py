@@ -2,8 +2,9 @@
 
 ``credentials`` keeps clients' keys as keyed hashes; ``grants`` remembers what
 upstream accepted and holds the (pure) authorization decision; ``asking`` makes the
-credentialed requests upstream; ``policy`` puts them together into what each
-request is served; ``source`` is an organization through one key, for ``warm``.
+credentialed requests upstream; ``store`` holds the verified files; ``policy`` puts
+them together into what each request is served; ``source`` is an organization through
+one key, for ``warm``.
 """
 
 from .credentials import Credential, Keyring, is_listed, listed_hash

@@ -15,11 +15,8 @@ with the same key share one.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -40,23 +37,28 @@ from ..errors import (
     NotFound,
     UpstreamError,
     UpstreamRefused,
-    UpstreamStatus,
     UpstreamTimeout,
     UpstreamUnavailable,
     VerificationError,
 )
-from ..registry import Package, verify_names, verify_package, verify_versions
-from ..storage import FileStorage, Meta, sha256_file
+from ..registry import Package
+from ..storage import FileStorage
 from ..units import format_duration
 from ..upstream import Upstream
-from .asking import Answer, Asker
+from .asking import Asker
 from .credentials import Credential, Keyring
 from .grants import Action, Facts, Grants, Windows, decide
+from .store import OrgStore
 
 log = logging.getLogger("hexproxy.orgs")
 
 T = TypeVar("T")
-MEMORY_BUDGET = 16 * 1024 * 1024  # verified registry files kept in memory
+
+
+@dataclass(slots=True)
+class _Flight:
+    task: asyncio.Task[Any]
+    reported_slow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +84,14 @@ class OrgRepos:
         self.config = config
         self.storage = storage
         self.upstream = upstream
-        self.verify_key = public_key
         self.counters = counters
         self.clock = clock
         self.keyring = Keyring(config.orgs.keys, secret)
         self.grants = Grants()
         self.windows = Windows(config.orgs.auth_ttl, config.orgs.offline_grace)
         self.asker = Asker(upstream, self.grants, lambda: self.clock())
-        self._memory: OrderedDict[CacheKey, Entry] = OrderedDict()
-        self._memory_bytes = 0
-        self._flights: dict[tuple[CacheKey, bytes], asyncio.Task[Any]] = {}
+        self.store = OrgStore(config, storage, public_key, counters, lambda: self.clock())
+        self._flights: dict[tuple[CacheKey, bytes], _Flight] = {}
         self._downloads: dict[tuple[CacheKey, bytes], Download] = {}
 
     @property
@@ -102,7 +102,7 @@ class OrgRepos:
         return self.keyring.credential(header)
 
     async def close(self) -> None:
-        tasks: list[asyncio.Task[Any]] = list(self._flights.values())
+        tasks: list[asyncio.Task[Any]] = [f.task for f in self._flights.values()]
         tasks += [d.task for d in self._downloads.values() if d.task is not None]
         for task in tasks:
             task.cancel()
@@ -186,13 +186,15 @@ class OrgRepos:
         asking: Callable[[], Coroutine[Any, Any, Served]],
     ) -> Served:
         """Put the request to upstream; if upstream cannot answer, decide again knowing that."""
+        if_down = decide(replace(facts, upstream_down=True), self.windows)
         try:
-            return await self._flight(key, credential, asking, can_fall_back=held is not None)
+            return await self._flight(
+                key, credential, asking, can_fall_back=if_down is Action.SERVE_STALE
+            )
         except UpstreamRefused:
             raise
         except (UpstreamError, VerificationError) as exc:
-            after = decide(replace(facts, upstream_down=True), self.windows)
-            return self._settle(after, key, held, facts, exc)
+            return self._settle(if_down, key, held, facts, exc)
 
     async def _flight(
         self,
@@ -202,27 +204,32 @@ class OrgRepos:
         *,
         can_fall_back: bool,
     ) -> T:
-        """One upstream request per (object, credential) at a time; when a cached copy could
-        be served instead, wait for it at most stale_timeout (the request carries on)."""
+        """One upstream request per (object, credential) at a time. When a stale copy could
+        be served instead, it is waited for at most stale_timeout (and carries on)."""
         flight_key = (key, credential.digest)
-        task = self._flights.get(flight_key)
-        if task is None:
-            task = asyncio.create_task(asking(), name=f"org refresh {key}")
-            self._flights[flight_key] = task
-            task.add_done_callback(lambda t: self._landed(flight_key, t))
+        flight = self._flights.get(flight_key)
+        if flight is None:
+            flight = _Flight(asyncio.create_task(asking(), name=f"org request {key}"))
+            self._flights[flight_key] = flight
+            flight.task.add_done_callback(lambda t: self._landed(flight_key, t))
         if not can_fall_back:
-            result: T = await asyncio.shield(task)
+            result: T = await asyncio.shield(flight.task)
             return result
         try:
-            return await asyncio.wait_for(asyncio.shield(task), self.config.upstream.stale_timeout)
+            return await asyncio.wait_for(
+                asyncio.shield(flight.task), self.config.upstream.stale_timeout
+            )
         except TimeoutError:
-            # A black-holed upstream accepts connections and never answers: count the
-            # silence so the breaker opens after a few of them.
-            self.upstream.orgs.breaker.record_failure("no answer within stale_timeout")
+            if not flight.reported_slow:
+                # A black-holed upstream accepts connections and never answers: count the
+                # silence (once per request upstream) so the breaker opens after a few.
+                flight.reported_slow = True
+                self.upstream.orgs.breaker.record_failure("no answer within stale_timeout")
             raise UpstreamTimeout(f"no answer from upstream for {key} yet") from None
 
     def _landed(self, flight_key: tuple[CacheKey, bytes], task: asyncio.Task[Any]) -> None:
-        if self._flights.get(flight_key) is task:
+        flight = self._flights.get(flight_key)
+        if flight is not None and flight.task is task:
             del self._flights[flight_key]
         if not task.cancelled():
             task.exception()  # retrieved: waiters that gave up must not leave it unread
@@ -230,8 +237,8 @@ class OrgRepos:
     # ----- registry files: names, versions, packages/NAME -----
 
     async def small(self, key: CacheKey, credential: Credential | None) -> Served:
-        entry = await self._entry(key)
-        fresh = entry is not None and self._fresh(entry)
+        entry = await self.store.entry(key)
+        fresh = entry is not None and self.store.fresh(entry)
         facts = self._facts(key, credential, entry is not None, fresh)
         action = decide(facts, self.windows)
         if action is not Action.ASK or credential is None:
@@ -240,111 +247,17 @@ class OrgRepos:
             key, credential, facts, entry, lambda: self._refresh(key, credential, entry)
         )
 
-    def _fresh(self, entry: Entry) -> bool:
-        return self.clock() - entry.meta.validated_at < self.config.cache.registry_ttl
-
     async def _refresh(self, key: CacheKey, credential: Credential, entry: Entry | None) -> Served:
         etag = entry.meta.upstream_etag if entry else None
         limit = self.config.upstream.max_registry_size
         self.counters.upstream_fetches += 1
         answer = await self.asker.fetch(key, credential, etag=etag, limit=limit)
-        now = self.clock()
-        if answer.status == 304:
-            if entry is None:
-                raise UpstreamStatus(f"upstream answered 304 to a plain GET of {key}", 304)
-            return Served(await self._touch(entry, now, answer), Status.REVALIDATED)
-        decoded = await self._verify(key, answer.body)
-        if entry is not None and entry.body == answer.body:
-            return Served(await self._touch(entry, now, answer), Status.REVALIDATED)
-        meta = Meta(
-            hashlib.sha256(answer.body).hexdigest(),
-            len(answer.body),
-            now,
-            now,
-            answer.etag,
-            answer.last_modified,
-        )
-        fresh = Entry(key, answer.body, meta, decoded)
-        try:
-            await asyncio.to_thread(self.storage.put, key, answer.body, meta)
-        except OSError as exc:
-            log.warning("cannot store %s (%s); serving it from memory", key, exc.strerror)
-        self._remember(fresh)
-        return Served(fresh, Status.MISS)
-
-    async def _touch(self, entry: Entry, now: float, answer: Answer) -> Entry:
-        meta = entry.meta.revalidated(now)
-        if answer.etag or answer.last_modified:
-            meta = replace(
-                meta, upstream_etag=answer.etag, upstream_last_modified=answer.last_modified
-            )
-        touched = replace(entry, meta=meta)
-        try:
-            await asyncio.to_thread(self.storage.write_meta, entry.key, meta)
-        except OSError as exc:
-            log.warning("cannot record revalidation of %s (%s)", entry.key, exc.strerror)
-        self._remember(touched)
-        return touched
-
-    async def _verify(self, key: CacheKey, body: bytes) -> object:
-        try:
-            return await asyncio.to_thread(self.verify_bytes, key, body)
-        except VerificationError as exc:
-            self.counters.failure(f"{key}: {exc.message}")
-            log.error("verification failed for %s: %s", key, exc.message)
-            raise
-
-    def verify_bytes(self, key: CacheKey, body: bytes) -> object:
-        """Signed by hexpm's key, for this organization (and package name)."""
-        limit = self.config.upstream.max_registry_size
-        if key.kind is Kind.PACKAGE:
-            return verify_package(
-                body, self.verify_key, repository=key.org, name=key.name, max_uncompressed=limit
-            )
-        if key.kind is Kind.NAMES:
-            return verify_names(body, self.verify_key, repository=key.org, max_uncompressed=limit)
-        if key.kind is Kind.VERSIONS:
-            return verify_versions(
-                body, self.verify_key, repository=key.org, max_uncompressed=limit
-            )
-        raise AssertionError(key)
-
-    async def _entry(self, key: CacheKey) -> Entry | None:
-        entry = self._memory.get(key)
-        if entry is not None:
-            self._memory.move_to_end(key)
-            return entry
-        body = await asyncio.to_thread(self.storage.read, key)
-        if body is None:
-            return None
-        try:
-            decoded = await asyncio.to_thread(self.verify_bytes, key, body)
-        except VerificationError as exc:
-            self.counters.failure(f"stored {key}: {exc.message}")
-            log.error("stored copy of %s fails verification (%s); ignoring it", key, exc.message)
-            return None
-        digest = hashlib.sha256(body).hexdigest()
-        meta = self.storage.read_meta(key)
-        if meta is None or meta.sha256 != digest:
-            meta = Meta(digest, len(body), self.clock(), 0.0)
-        entry = Entry(key, body, meta, decoded)
-        self._remember(entry)
-        return entry
-
-    def _remember(self, entry: Entry) -> None:
-        old = self._memory.pop(entry.key, None)
-        if old is not None:
-            self._memory_bytes -= len(old.body)
-        self._memory[entry.key] = entry
-        self._memory_bytes += len(entry.body)
-        while self._memory_bytes > MEMORY_BUDGET and len(self._memory) > 1:
-            _, evicted = self._memory.popitem(last=False)
-            self._memory_bytes -= len(evicted.body)
+        return Served(*await self.store.answered(key, entry, answer))
 
     # ----- immutable files: tarballs and docs -----
 
     async def file(self, key: CacheKey, credential: Credential | None) -> Served:
-        stored = await self.stored_file(key)
+        stored = await self.store.stored_file(key)
         facts = self._facts(key, credential, stored is not None, True)
         action = decide(facts, self.windows)
         if action is not Action.ASK or credential is None:
@@ -358,8 +271,7 @@ class OrgRepos:
 
     async def _confirm(self, key: CacheKey, credential: Credential, stored: StoredFile) -> Served:
         """A stored file, once upstream has accepted this credential for it (304 or 200)."""
-        meta = await asyncio.to_thread(self.storage.read_meta, key)
-        etag = meta.upstream_etag if meta else None
+        etag = await self.store.upstream_etag(key)
         await self.asker.fetch(key, credential, etag=etag, limit=None)
         return Served(stored, Status.REVALIDATED)
 
@@ -421,18 +333,8 @@ class OrgRepos:
         return release.outer_checksum
 
     async def stored_file(self, key: CacheKey) -> StoredFile | None:
-        """The stored copy of an immutable object (no authorization: callers decide)."""
-        path = self.storage.path(key)
-        try:
-            st = await asyncio.to_thread(os.stat, path)
-        except FileNotFoundError:
-            return None
-        meta = await asyncio.to_thread(self.storage.read_meta, key)
-        if meta is None or meta.size != st.st_size:
-            digest = await asyncio.to_thread(sha256_file, path)
-            meta = Meta(digest, st.st_size, st.st_mtime, st.st_mtime)
-            await asyncio.to_thread(self.storage.write_meta, key, meta)
-        return StoredFile(key, path, st.st_size, meta.sha256, meta.stored_at)
+        """The stored copy, whoever asks (for warm's bookkeeping, never for serving)."""
+        return await self.store.stored_file(key)
 
     async def public_key_pem(self, org: str, credential: Credential | None) -> bytes:
         """Passed through from upstream for a credential; never cached, never served offline."""
@@ -443,9 +345,7 @@ class OrgRepos:
         return await self.asker.public_key(org, credential)
 
     def forget(self, key: CacheKey) -> None:
-        old = self._memory.pop(key, None)
-        if old is not None:
-            self._memory_bytes -= len(old.body)
+        self.store.forget(key)
 
 
 def _package(held: Entry | StoredFile | Download) -> Package:

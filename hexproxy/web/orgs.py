@@ -13,6 +13,7 @@ organization's key never equals one.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from email.utils import formatdate
 
@@ -116,8 +117,9 @@ async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:
     try:
         served = await orgs.file(key, _credential(request))
         if isinstance(served.held, Download):
-            # Upstream's verdict on the credential comes with the first byte.
-            await served.held.started
+            # Upstream's verdict on the credential comes with the first byte. Shielded: the
+            # fetch is shared by this key's other requests, whatever happens to this one.
+            await asyncio.shield(served.held.started)
     except UpstreamRefused as exc:
         return refusal(exc, user_agent)
     held = served.held

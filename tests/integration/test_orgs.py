@@ -284,6 +284,23 @@ async def test_upstream_5xx_counts_as_down_and_not_as_a_refusal(
     assert proxy.app[ORGS].upstream.repository.breaker.failures == 0
 
 
+async def test_slow_upstream_stale_for_an_accepted_key_but_awaited_for_a_new_one(
+    make_proxy: ProxyFactory, orgs_upstream: Upstream
+) -> None:
+    proxy, clock = await start(make_proxy, orgs__auth_ttl=60, upstream__stale_timeout=0.3)
+    assert (await get(proxy, SECRET, ACME_KEY))[0] == 200
+    clock.advance(61)
+    orgs_upstream.repo.delay = 1.0
+    # Accepted within the grace window: the cached copy after stale_timeout.
+    status, _, headers = await get(proxy, SECRET, ACME_KEY)
+    assert (status, headers["X-Cache"]) == (200, "STALE")
+    # Never accepted: no stale copy to fall back on, so upstream's own answer is awaited.
+    status, _, headers = await get(proxy, SECRET, ACME_TOKEN)
+    assert (status, headers["X-Cache"]) == (200, "REVALIDATED")
+    status, _, _ = await get(proxy, SECRET, GLOBEX_KEY)
+    assert status == 403
+
+
 # ---------------------------------------------------------------------------
 # Concurrent requests with different keys for one object nobody has fetched yet
 
