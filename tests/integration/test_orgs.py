@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from hexproxy.config import Config
 from hexproxy.orgs import OrgRepos, listed_hash
+from hexproxy.server import start as start_server
 from hexproxy.web.state import ORGS
 from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import flip_byte
@@ -504,3 +508,42 @@ async def test_a_hash_listed_for_one_organization_does_not_open_another(
     listed = {"globex": [listed_hash("acme", ACME_KEY)]}
     offline, _ = await start(make_proxy, upstream__offline=True, orgs__keys=listed)
     assert (await get(offline, SECRET, ACME_KEY))[0] == 403
+
+
+# ---------------------------------------------------------------------------
+# The serve process's fast path never answers /repos/: it hands them to the policy
+
+
+async def test_fast_path_hands_every_org_request_to_the_policy(
+    proxy_config: Callable[..., Config], orgs_upstream: Upstream
+) -> None:
+    running = await start_server(proxy_config(server__listen="127.0.0.1:0"))
+    base = f"http://127.0.0.1:{running.port}"
+    try:
+        # A connection per request, so the fast path sees each one first (a connection
+        # aiohttp answered once stays with aiohttp): the second round is all warm.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for _ in range(2):
+                for path, key, status in (
+                    ("/packages/alpha", None, 200),
+                    (SECRET, ACME_KEY, 200),
+                    (TARBALL, ACME_KEY, 200),
+                    (SECRET, None, 401),
+                    (TARBALL, None, 401),
+                    (TARBALL, GLOBEX_KEY, 403),
+                ):
+                    async with session.get(base + path, headers=auth(key)) as response:
+                        body = await response.read()
+                        assert response.status == status, (path, key)
+                        served_by = response.headers["Server"]
+                        if path.startswith("/repos/"):
+                            assert served_by != "hexproxy", (path, key)
+                        if status != 200:
+                            assert body != FILES[path.lstrip("/")]
+            # The fast path was there all along: it answered the warm public hit.
+            assert served_by != "hexproxy"  # (the last answer, a /repos/ refusal)
+            async with session.get(base + "/packages/alpha") as hit:
+                assert hit.headers["Server"] == "hexproxy"
+    finally:
+        await running.stop()
