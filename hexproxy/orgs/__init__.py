@@ -9,7 +9,7 @@ one key, for ``warm``.
 
 from .credentials import Credential, Keyring, is_listed, listed_hash
 from .grants import Action, Facts, Grants, Windows, decide
-from .policy import OrgRepos, Served
+from .policy import OrgRepos, Served, org_repos_beside
 from .source import OrgSource
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "decide",
     "is_listed",
     "listed_hash",
+    "org_repos_beside",
 ]

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from ..cachekey import CacheKey
 from ..errors import HexproxyError, UpstreamRefused, UpstreamStatus
-from ..upstream import Upstream
+from ..store.cachekey import CacheKey
+from ..upstream.client import Upstream
 from .credentials import Credential
 from .grants import Grants
 
@@ -27,7 +27,7 @@ PUBLIC_KEY_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class Reply:
     """Upstream's 200 or 304 to a credentialed request (the body only for a 200 when read)."""
 
     status: int
@@ -52,7 +52,7 @@ class Asker:
 
     async def fetch(
         self, key: CacheKey, credential: Credential, *, etag: str | None, limit: int | None
-    ) -> Answer:
+    ) -> Reply:
         """A (conditional) GET; the body is read up to ``limit`` bytes, or not at all when
         ``limit`` is None (only the verdict on the credential is wanted)."""
         async with self.upstream.open(
@@ -67,7 +67,7 @@ class Asker:
             body = b""
             if resp.status == 200 and limit is not None:
                 body = await self.upstream.read_bounded(resp, limit)
-            return Answer(
+            return Reply(
                 resp.status, body, resp.headers.get("ETag"), resp.headers.get("Last-Modified")
             )
 

@@ -21,13 +21,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-
-from ..breaker import State
-from ..cachekey import CacheKey, Kind, package_key
+from ..cache.entries import Counters, Entry, Status, StoredFile
+from ..cache.gate import Gate
+from ..cache.policy import Cache
 from ..config import Config
-from ..download import Download
-from ..entries import Counters, Entry, Status, StoredFile
 from ..errors import (
     CredentialNotListed,
     CredentialRequired,
@@ -42,9 +39,12 @@ from ..errors import (
     VerificationError,
 )
 from ..registry import Package
-from ..storage import FileStorage
+from ..store.cachekey import CacheKey, Kind, package_key
+from ..store.storage import FileStorage
 from ..units import format_duration
-from ..upstream import Upstream
+from ..upstream.breaker import State
+from ..upstream.client import Upstream
+from ..upstream.download import Download
 from .asking import Asker
 from .credentials import Credential, Keyring
 from .grants import Action, Facts, Grants, Windows, decide
@@ -65,9 +65,15 @@ class _Flight:
 class Served:
     """What one request gets: a registry entry, a stored file or a running fetch."""
 
-    held: Entry | StoredFile | Download
+    held: Entry[object] | StoredFile | Download
     status: Status
     stale_note: str | None = None  # why a stale copy was served (for x-hex-message)
+
+
+def org_repos_beside(cache: Cache) -> OrgRepos:
+    """Organizations' repositories on the public cache's storage, gate, upstream client and
+    counters (one cache directory, one connection pool, one set of figures)."""
+    return OrgRepos(cache.config, cache.storage, cache.upstream, cache.gate, cache.counters)
 
 
 class OrgRepos:
@@ -76,7 +82,7 @@ class OrgRepos:
         config: Config,
         storage: FileStorage,
         upstream: Upstream,
-        public_key: RSAPublicKey,
+        gate: Gate,
         counters: Counters,
         clock: Callable[[], float] = time.time,
         secret: bytes | None = None,
@@ -90,7 +96,7 @@ class OrgRepos:
         self.grants = Grants()
         self.windows = Windows(config.orgs.auth_ttl, config.orgs.offline_grace)
         self.asker = Asker(upstream, self.grants, lambda: self.clock())
-        self.store = OrgStore(config, storage, public_key, counters, lambda: self.clock())
+        self.store = OrgStore(config, storage, gate, counters, lambda: self.clock())
         self._flights: dict[tuple[CacheKey, bytes], _Flight] = {}
         self._downloads: dict[tuple[CacheKey, bytes], Download] = {}
 
@@ -129,7 +135,7 @@ class OrgRepos:
         self,
         action: Action,
         key: CacheKey,
-        held: Entry | StoredFile | None,
+        held: Entry[object] | StoredFile | None,
         facts: Facts,
         failure: HexproxyError | None,
     ) -> Served:
@@ -163,7 +169,7 @@ class OrgRepos:
     def _stale(
         self,
         key: CacheKey,
-        held: Entry | StoredFile,
+        held: Entry[object] | StoredFile,
         facts: Facts,
         failure: HexproxyError | None,
     ) -> Served:
@@ -182,7 +188,7 @@ class OrgRepos:
         key: CacheKey,
         credential: Credential,
         facts: Facts,
-        held: Entry | StoredFile | None,
+        held: Entry[object] | StoredFile | None,
         asking: Callable[[], Coroutine[Any, Any, Served]],
     ) -> Served:
         """Put the request to upstream; if upstream cannot answer, decide again knowing that."""
@@ -247,7 +253,9 @@ class OrgRepos:
             key, credential, facts, entry, lambda: self._refresh(key, credential, entry)
         )
 
-    async def _refresh(self, key: CacheKey, credential: Credential, entry: Entry | None) -> Served:
+    async def _refresh(
+        self, key: CacheKey, credential: Credential, entry: Entry[object] | None
+    ) -> Served:
         etag = entry.meta.upstream_etag if entry else None
         limit = self.config.upstream.max_registry_size
         self.counters.upstream_fetches += 1
@@ -348,6 +356,6 @@ class OrgRepos:
         self.store.forget(key)
 
 
-def _package(held: Entry | StoredFile | Download) -> Package:
+def _package(held: Entry[object] | StoredFile | Download) -> Package:
     assert isinstance(held, Entry) and isinstance(held.decoded, Package)
     return held.decoded

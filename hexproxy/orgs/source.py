@@ -9,26 +9,29 @@ from __future__ import annotations
 
 import asyncio
 
-from ..cachekey import CacheKey
-from ..download import Download
-from ..entries import Entry, Small, StoredFile
+from ..cache.entries import Answer, Entry, StoredFile
 from ..errors import UpstreamUnavailable
-from ..storage import FileStorage
+from ..registry import Package
+from ..store.cachekey import CacheKey, package_key
+from ..store.storage import FileStorage
+from ..upstream.download import Download
 from .credentials import Credential
 from .policy import OrgRepos
 
 
 class OrgSource:
-    def __init__(self, repos: OrgRepos, credential: Credential) -> None:
+    def __init__(self, repos: OrgRepos, org: str, credential: Credential) -> None:
         self.repos = repos
+        self.org = org
         self.credential = credential
         self.storage: FileStorage = repos.storage
         self.offline: bool = repos.offline
 
-    async def get_small(self, key: CacheKey) -> Small:
-        served = await self.repos.small(key, self.credential)
-        assert isinstance(served.held, Entry)
-        return Small(served.held, served.status)
+    async def get_package(self, name: str) -> Answer[Package]:
+        served = await self.repos.small(package_key(name, self.org), self.credential)
+        entry = served.held
+        assert isinstance(entry, Entry) and isinstance(entry.decoded, Package)
+        return Answer(Entry(entry.key, entry.body, entry.meta, entry.decoded), served.status)
 
     async def load_stored_file(self, key: CacheKey) -> StoredFile | None:
         return await self.repos.stored_file(key)

@@ -1,8 +1,9 @@
 """An organization's files as the proxy holds them: verified, on disk, registry files also
 in memory. No authorization happens here; ``policy`` decides who may have them.
 
-Registry files are checked like public ones, with hexpm's key, but for
-``repository`` = the organization (hex.pm signs every organization with its one key).
+Registry files go through the public cache's own gate (``cache.gate``), with
+``repository`` = the organization: hexpm's key, since hex.pm signs every organization
+with its one key.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-
-from ..cachekey import CacheKey, Kind
+from ..cache.entries import Counters, Entry, Status, StoredFile
+from ..cache.gate import Gate
 from ..config import Config
-from ..entries import Counters, Entry, Status, StoredFile
 from ..errors import UpstreamStatus, VerificationError
-from ..registry import verify_names, verify_package, verify_versions
-from ..storage import FileStorage, Meta, sha256_file
-from .asking import Answer
+from ..store.cachekey import CacheKey
+from ..store.storage import FileStorage, Meta, sha256_file
+from .asking import Reply
 
 log = logging.getLogger("hexproxy.orgs")
 
@@ -35,24 +34,24 @@ class OrgStore:
         self,
         config: Config,
         storage: FileStorage,
-        verify_key: RSAPublicKey,
+        gate: Gate,
         counters: Counters,
         clock: Callable[[], float],
     ) -> None:
         self.config = config
         self.storage = storage
-        self.verify_key = verify_key
+        self.gate = gate
         self.counters = counters
         self.clock = clock
-        self._memory: OrderedDict[CacheKey, Entry] = OrderedDict()
+        self._memory: OrderedDict[CacheKey, Entry[object]] = OrderedDict()
         self._memory_bytes = 0
 
     # ----- registry files -----
 
-    def fresh(self, entry: Entry) -> bool:
+    def fresh(self, entry: Entry[object]) -> bool:
         return self.clock() - entry.meta.validated_at < self.config.cache.registry_ttl
 
-    async def entry(self, key: CacheKey) -> Entry | None:
+    async def entry(self, key: CacheKey) -> Entry[object] | None:
         """The verified registry file held for ``key``, from memory or disk."""
         entry = self._memory.get(key)
         if entry is not None:
@@ -76,8 +75,8 @@ class OrgStore:
         return entry
 
     async def answered(
-        self, key: CacheKey, held: Entry | None, answer: Answer
-    ) -> tuple[Entry, Status]:
+        self, key: CacheKey, held: Entry[object] | None, answer: Reply
+    ) -> tuple[Entry[object], Status]:
         """What upstream's 200 or 304 makes of ``held``: the same file confirmed, or a new
         one, verified before it is stored."""
         now = self.clock()
@@ -104,7 +103,7 @@ class OrgStore:
         self._remember(entry)
         return entry, Status.MISS
 
-    async def _touch(self, entry: Entry, now: float, answer: Answer) -> Entry:
+    async def _touch(self, entry: Entry[object], now: float, answer: Reply) -> Entry[object]:
         meta = entry.meta.revalidated(now)
         if answer.etag or answer.last_modified:
             meta = replace(
@@ -127,18 +126,10 @@ class OrgStore:
             raise
 
     def verify_bytes(self, key: CacheKey, body: bytes) -> object:
-        """Signed by hexpm's key, for this organization (and package name)."""
-        limit = self.config.upstream.max_registry_size
-        key_, org = self.verify_key, key.org
-        if key.kind is Kind.PACKAGE:
-            return verify_package(body, key_, repository=org, name=key.name, max_uncompressed=limit)
-        if key.kind is Kind.NAMES:
-            return verify_names(body, key_, repository=org, max_uncompressed=limit)
-        if key.kind is Kind.VERSIONS:
-            return verify_versions(body, key_, repository=org, max_uncompressed=limit)
-        raise AssertionError(key)
+        """VerificationError unless ``body`` is ``key`` as hexpm signed it for this organization."""
+        return replace(self.gate, repository=key.org).registry_file(key, body)
 
-    def _remember(self, entry: Entry) -> None:
+    def _remember(self, entry: Entry[object]) -> None:
         old = self._memory.pop(entry.key, None)
         if old is not None:
             self._memory_bytes -= len(old.body)

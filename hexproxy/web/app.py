@@ -1,4 +1,5 @@
-"""Wiring: the one place that builds the proxy's parts and connects them."""
+"""The aiohttp application: the cache (built in ``cache.wiring``), hex.pm organizations'
+repositories beside it (``orgs``), routes and ops endpoints."""
 
 from __future__ import annotations
 
@@ -6,33 +7,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..cache import Cache
+from ..cache.wiring import build_cache
 from ..config import Config, load_public_key_pem
-from ..orgs import OrgRepos
-from ..registry import load_public_key
-from ..storage import FileStorage
-from ..upstream import Upstream
+from ..orgs import org_repos_beside
 from . import hex_api, middleware, ops, orgs, routes
 from .state import CACHE, CONFIG, ORGS, PUBLIC_KEY_PEM
-
-
-def build_cache(config: Config) -> Cache:
-    """The policy object and what it stands on (no I/O yet, no event loop needed).
-
-    Order: the verifying key first (a bad key must stop us before we serve),
-    then storage, then the upstream client (one circuit breaker per upstream host),
-    then the cache that ties them together.
-    """
-    pem = load_public_key_pem(config)
-    key = load_public_key(pem)
-    storage = FileStorage(config.cache_dir)
-    upstream = Upstream(config.upstream)
-    return Cache(config, storage, upstream, key)
-
-
-def build_orgs(cache: Cache) -> OrgRepos:
-    """hex.pm organizations' repositories, on the cache's storage, key and upstream client."""
-    return OrgRepos(cache.config, cache.storage, cache.upstream, cache.public_key, cache.counters)
 
 
 def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
@@ -41,7 +20,7 @@ def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
     app[PUBLIC_KEY_PEM] = load_public_key_pem(config)
     cache = build_cache(config)
     app[CACHE] = cache
-    org_repos = build_orgs(cache)
+    org_repos = org_repos_beside(cache)
     app[ORGS] = org_repos
 
     async def resources(_: web.Application) -> AsyncIterator[None]:

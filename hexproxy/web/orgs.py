@@ -19,12 +19,12 @@ from email.utils import formatdate
 
 from aiohttp import web
 
-from ..cachekey import CacheKey, Kind, docs_key, org_registry_key, package_key, tarball_key
-from ..download import Download
-from ..entries import Entry, Status, StoredFile
+from ..cache.entries import Entry, Status, StoredFile
 from ..errors import InvalidRequest, NotFound, UpstreamRefused
 from ..orgs import Credential, OrgRepos, Served
 from ..registry import is_valid_org, parse_docs_filename, parse_tarball_filename
+from ..store.cachekey import CacheKey, Kind, docs_key, org_registry_key, package_key, tarball_key
+from ..upstream.download import Download
 from .clients import accepts_hex_message
 from .middleware import hex_message
 from .responses import (
@@ -33,7 +33,7 @@ from .responses import (
     content_type,
     file_headers,
     if_none_match,
-    small_headers,
+    metadata_headers,
 )
 from .routes import stream_download
 from .state import CONFIG, ORGS
@@ -105,7 +105,7 @@ async def _small(request: web.Request, key: CacheKey) -> web.StreamResponse:
     entry = served.held
     assert isinstance(entry, Entry)
     ttl = request.app[CONFIG].cache.registry_ttl
-    headers = _private(request, small_headers(entry, served.status, ttl), served)
+    headers = _private(request, metadata_headers(entry, served.status, ttl), served)
     if if_none_match(request, entry.etag):
         return web.Response(status=304, headers=headers)
     return web.Response(body=entry.body, headers=headers)

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from hexproxy.config import Config
 from hexproxy.orgs import OrgRepos, listed_hash
-from hexproxy.server import start as start_server
+from hexproxy.web.server import start as start_server
 from hexproxy.web.state import ORGS
 from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import flip_byte

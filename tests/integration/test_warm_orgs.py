@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from hexproxy.cachekey import package_key, tarball_key
 from hexproxy.orgs import listed_hash
 from hexproxy.registry import Package, verify_package
-from hexproxy.storage import FileStorage
+from hexproxy.store.cachekey import package_key, tarball_key
+from hexproxy.store.storage import FileStorage
 from hexproxy.web import create_app
 from tests.conftest import Upstream
 from tests.support.keys import test_private_key
