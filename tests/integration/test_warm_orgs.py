@@ -178,3 +178,25 @@ async def test_warmed_org_cache_serves_offline_to_the_listed_key_only(
     assert (await proxy.get(path, headers={"Authorization": GLOBEX_KEY})).status == 403
     assert (await proxy.get(path)).status == 401
     assert (await proxy.get("/packages/alpha")).status == 200  # the public side came along
+
+
+async def test_cache_commands_leave_organization_files_alone(
+    orgs_upstream: Upstream,
+    tmp_path: Path,
+    public_key_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("HEX_REPOS_KEY", ACME_KEY)
+    cache_dir = tmp_path / "cache"
+    args = cli_args(orgs_upstream.url, cache_dir, public_key_file)
+    assert await run_cli("warm", *args, "--org", "acme", "secret") == 0
+    org_files_before = sorted(p for p in (cache_dir / "orgs").rglob("*") if p.is_file())
+    assert org_files_before
+    common = ["--cache-dir", str(cache_dir), "--public-key", str(public_key_file)]
+    for command in (["ls"], ["stats"], ["verify", "--purge"], ["prune", "--max-size", "0"]):
+        assert await run_cli("cache", *command, *common) == 0, command
+    out = capsys.readouterr().out
+    assert "secret" not in out  # not listed: `hexproxy cache` knows public packages only
+    assert sorted(p for p in (cache_dir / "orgs").rglob("*") if p.is_file()) == org_files_before
+    assert not list((cache_dir / "tarballs").rglob("*.tar"))  # the public ones were pruned
