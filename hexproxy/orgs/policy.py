@@ -143,8 +143,9 @@ class OrgRepos:
         org = key.org
         if action is Action.REFUSE:
             raise CredentialRequired(
-                f"{key} needs a key for organization {org}; mix sends one only to a trusted "
-                "mirror (HEX_TRUSTED_MIRROR_URL), rebar3 from the hexpm:" + org + " repo_key"
+                f"{key} needs a key for organization {org}: mix sends one only to a trusted "
+                "hexpm URL (mix hex.repo set hexpm --url, or HEX_TRUSTED_MIRROR_URL), "
+                f"rebar3 the repo_key of its hexpm:{org} repo"
             )
         if action is Action.NOT_LISTED:
             raise CredentialNotListed(
