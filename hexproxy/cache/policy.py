@@ -109,6 +109,10 @@ class Cache:
             upstream.builds.shown_url, config.cache.negative_ttl, lambda: self.clock()
         )
 
+    def fetches_running(self) -> int:
+        """Upstream fetches under way in this process (registry refreshes and downloads)."""
+        return len(self._flights) + len(self._downloads)
+
     async def close(self) -> None:
         """Stop running fetches (their temp files are dropped) and the upstream client."""
         tasks: list[asyncio.Task[Any]] = [f.task for f in self._flights.values()]

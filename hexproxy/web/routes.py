@@ -101,14 +101,14 @@ async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:
             return web.Response(status=304, headers=headers)
         if request.method == "HEAD":
             return SendfileResponse(got, headers, None)
-        file = await _open(got)
+        file = await open_stored(got)
         if file is not None:
             return SendfileResponse(got, headers, file)
         cache.forget(key)
     raise UpstreamUnavailable(f"{key} keeps vanishing from the cache; try again")
 
 
-async def _open(stored: StoredFile) -> BinaryIO | None:
+async def open_stored(stored: StoredFile) -> BinaryIO | None:
     """The stored file, opened in a thread; None if it is gone."""
     try:
         fd = await open_fd(stored.path)
@@ -125,15 +125,16 @@ async def _in_flight(request: web.Request, cache: Cache, download: Download) -> 
     # The first byte within inflight_wait, or a 503/504 saying why not; an upstream error
     # before the first byte is a clean error status too.
     await cache.started(download)
-    response = web.StreamResponse(headers=_miss_headers(download))
-    if download.size is not None:
-        response.content_length = download.size
+    headers = _miss_headers(download)
     if request.method == "HEAD":
         # Answered now, from upstream's headers: not after the whole body has arrived.
+        response = web.StreamResponse(headers=headers)
+        if download.size is not None:
+            response.content_length = download.size
         await response.prepare(request)
         await response.write_eof()
         return response
-    return await _stream(request, download, response)
+    return await stream_download(request, download, headers)
 
 
 def _miss_headers(download: Download) -> dict[str, str]:
@@ -148,10 +149,13 @@ def _miss_headers(download: Download) -> dict[str, str]:
     return headers
 
 
-async def _stream(
-    request: web.Request, download: Download, response: web.StreamResponse
+async def stream_download(
+    request: web.Request, download: Download, headers: dict[str, str]
 ) -> web.StreamResponse:
-    """A miss: send the bytes as they arrive; cut the connection if they turn out bad."""
+    """Send a started fetch's bytes as they arrive; abort the connection if they turn out bad."""
+    response = web.StreamResponse(headers=headers)
+    if download.size is not None:
+        response.content_length = download.size
     await response.prepare(request)
     try:
         # aclosing: a client that goes away must not leave the reader's file open.

@@ -52,7 +52,7 @@ async def test_no_client_gets_wrong_bytes(
     assert cache_problems(cache_dir, upstream.repo.files) == []
 
     upstream.repo.heal()
-    past_backoff(client.app[CACHE])  # the failed object is not asked for again before
+    await past_backoff(client.app[CACHE])  # the failed object is not asked for again before
     healed = await get_many(url, 5)
     assert all(a.status == 200 and a.body == expected for a in healed)
     await settle(cache_dir)

@@ -115,7 +115,7 @@ async def test_a_tampered_build_is_cut_off_and_never_cached(
     assert builds.app[CACHE].counters.verification_failures == 1
     # The honest file is then stored normally (once the file's backoff is over).
     upstream.repo.publish("installs/1.19.0/hex-2.3.0-otp-27.ez", HEX_27)
-    past_backoff(builds.app[CACHE])
+    await past_backoff(builds.app[CACHE])
     good = await builds.get("/installs/1.19.0/hex-2.3.0-otp-27.ez")
     assert await good.read() == HEX_27
 

@@ -87,7 +87,7 @@ async def test_tampered_tarball_aborts_the_client_and_is_not_cached(
     assert not any(p.startswith("tmp/") for p in cached_files(proxy))
     # A later, honest answer is stored normally (once the tarball's backoff is over).
     upstream.repo.heal()
-    past_backoff(proxy.app[CACHE])
+    await past_backoff(proxy.app[CACHE])
     good = await proxy.get("/tarballs/gamma-0.1.0.tar")
     assert await good.read() == upstream.repo.files["tarballs/gamma-0.1.0.tar"]
     assert "tarballs/gamma/gamma-0.1.0.tar" in cached_files(proxy)

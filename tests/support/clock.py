@@ -4,6 +4,7 @@ them to pass in real time."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any
@@ -31,8 +32,14 @@ def later(cache: Any, seconds: float) -> None:
     cache.clock = lambda: base() + seconds
 
 
-def past_backoff(cache: Any) -> None:
-    """Let the longest per-object backoff (``retry_after``) run out."""
+async def past_backoff(cache: Any) -> None:
+    """Let the longest per-object backoff (``retry_after``) run out, once the failed
+    fetches have finished (a failure recorded after the jump would start a new one)."""
+    for _ in range(500):  # bounded: the fetches end on their own
+        if not cache.fetches_running():
+            break
+        await asyncio.sleep(0.01)
+    assert not cache.fetches_running(), "fetches still running"
     later(cache, cache.config.upstream.retry_after + 1)
 
 
