@@ -548,9 +548,9 @@ class Cache:
             self.upstream.breaker_for(entry.key).state is not State.UP
             or self._backoff.holding(entry.key, now) is not None
         ):
+            # Named by its path, so that the log can aggregate these across releases.
             raise UpstreamUnavailable(
-                f"{key.name} {key.version} is not in the cached package file, and upstream "
-                "cannot be asked right now"
+                f"{key} is not in the cached package file, and upstream cannot be asked now"
             )
         return await self._wait_for(entry.key, self._join_flight(entry.key, entry))
 
