@@ -8,10 +8,11 @@ from aiohttp import web
 
 from ..cache import Cache
 from ..config import Config, load_public_key_pem
+from ..hosted import Hosted
 from ..registry import load_public_key
 from ..storage import FileStorage
 from ..upstream import Upstream
-from . import middleware, ops, routes
+from . import hosted_api, hosted_repo, middleware, ops, routes
 from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
 
 
@@ -49,5 +50,10 @@ def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
 
     app.cleanup_ctx.append(resources)
     routes.add_routes(app)
+    if config.hosted.repos:
+        # Opening creates each repository's tree and signing key on first start.
+        app[hosted_repo.HOSTED] = Hosted.open(config)
+        hosted_repo.add_routes(app)
+        hosted_api.add_routes(app)
     ops.setup(app)  # operator endpoints, request metrics, background LRU eviction
     return app
