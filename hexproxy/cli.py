@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__, commands
 from .commands import cache as cache_command
+from .commands import hosted as hosted_command
 from .config import Config, load_config
 from .errors import ConfigError
 
@@ -55,6 +56,7 @@ def _run_serve(args: argparse.Namespace, config: Config) -> int:
 
 REGISTRARS: list[Callable[[Any], None]] = [_register_serve, commands.register]
 REGISTRARS.append(cache_command.register)  # hexproxy cache ls|stats|verify|rm|prune
+REGISTRARS.append(hosted_command.register)  # hexproxy hosted publish|ls|revert|retire|key|...
 
 
 def build_parser() -> argparse.ArgumentParser:
