@@ -94,7 +94,7 @@ class HexCore:
 
     async def tarball(
         self, name: str, version: str, requirements: dict[str, str], out: Path
-    ) -> bytes:
+    ) -> None:
         """A package built by hex_core itself (no repository in its requirements, as
         rebar3_hex writes them), with one module and one header per requirement."""
         reqs = ", ".join(
@@ -130,7 +130,6 @@ class HexCore:
         spec_file = self.workdir / f"{name}-{version}.spec"
         spec_file.write_text(spec)
         await self._run("tarball", str(spec_file), str(out))
-        return out.read_bytes()
 
     async def publish(self, api_url: str, key: str, tarball: Path) -> HexCoreResult:
         return _result(await self._run("publish", api_url, key, str(tarball)))
