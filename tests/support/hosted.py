@@ -49,7 +49,8 @@ def hosted_config(
     if not generate_keys:
         tmp.mkdir(parents=True, exist_ok=True)
         key_file = str(tmp / "signing_key.pem")
-        (tmp / "signing_key.pem").write_bytes(private_key_pem())
+        if not (tmp / "signing_key.pem").exists():  # another process's test key stays
+            (tmp / "signing_key.pem").write_bytes(private_key_pem())
     acme = HostedRepoConfig(
         "acme",
         private_key=key_file,
