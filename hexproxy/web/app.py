@@ -12,7 +12,7 @@ from ..hosted import Hosted
 from ..registry import load_public_key
 from ..storage import FileStorage
 from ..upstream import Upstream
-from . import hosted_api, hosted_repo, middleware, ops, routes
+from . import hosted_api, hosted_ops, hosted_repo, middleware, ops, routes
 from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
 
 
@@ -56,4 +56,6 @@ def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
         hosted_repo.add_routes(app)
         hosted_api.add_routes(app)
     ops.setup(app)  # operator endpoints, request metrics, background LRU eviction
+    if config.hosted.repos:
+        hosted_ops.setup(app, app[ops.METRICS].registry)
     return app

@@ -19,7 +19,7 @@ from ..eviction import Evictor
 from ..metrics import Metrics
 from ..storage import FileStorage
 from ..upstream import Host
-from . import status_page
+from . import hosted_ops, status_page
 from .state import CACHE
 
 PREFIX = "/_hexproxy"
@@ -87,7 +87,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """The human status page: server-rendered, no scripts."""
-    html = status_page.render(request.app[METRICS], request.app[EVICTOR])
+    extra = hosted_ops.status_section(request.app)
+    html = status_page.render(request.app[METRICS], request.app[EVICTOR], extra)
     return web.Response(
         text=html,
         content_type="text/html",

@@ -410,3 +410,17 @@ async def test_twenty_concurrent_publishes_are_all_listed(client: Client) -> Non
     for i in range(5):
         got = await package(client, f"acme_p{i}")
         assert len(got.releases) == 4
+
+
+async def test_metrics_and_status_page_show_hosted_repositories(client: Client) -> None:
+    assert (await publish(client, package_tarball("acme_core", "1.0.0")))[0] == 201
+    assert (await publish(client, package_tarball("acme_core", "1.1.0")))[0] == 201
+    metrics = await (await client.get("/_hexproxy/metrics")).text()
+    assert 'hexproxy_hosted_packages{repo="acme"} 1.0' in metrics
+    assert 'hexproxy_hosted_releases{repo="acme"} 2.0' in metrics
+    assert 'hexproxy_hosted_releases{repo="beta"} 0.0' in metrics
+    assert 'hexproxy_hosted_publishes_total{repo="acme",result="created"} 2.0' in metrics
+    assert WRITE_KEY not in metrics
+    page = await (await client.get("/_hexproxy/")).text()
+    assert "Hosted repositories" in page
+    assert "<code>/internal/acme/</code></td><td>1</td><td>2</td><td>2</td>" in page
