@@ -13,6 +13,8 @@ from ..bundle import ALREADY_CACHED, BundleError, ExportReport, cache_keys, expo
 from ..bundle_import import ImportReport, import_bundle
 from ..cachekey import CacheKey
 from ..config import Config
+from ..hosted import Hosted
+from ..hosted.transfer import bundle_files
 from ..storage import FileStorage
 from ..warm import format_bytes, summary_lines
 from .warm import EXIT_FAILED, InputError, add_input_args, load_inputs, run_warm, usage_error
@@ -51,7 +53,9 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
     if keys is None:
         return EXIT_FAILED
     try:
-        report = export_bundle(FileStorage(config.cache_dir), keys, args.bundle)
+        report = export_bundle(
+            FileStorage(config.cache_dir), keys, args.bundle, _hosted_files(args, config)
+        )
     except BundleError as exc:
         print(f"hexproxy: error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
@@ -59,6 +63,13 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
         return usage_error(f"cannot write {args.bundle}: {exc.strerror or exc}")
     _print_export(args.bundle, report)
     return 0
+
+
+def _hosted_files(args: argparse.Namespace, config: Config) -> list[tuple[str, str, bytes]]:
+    """Every hosted repository goes along with a whole-cache export."""
+    if args.lock or args.specs or not config.hosted.repos:
+        return []
+    return [(path, "hosted", data) for path, data in bundle_files(Hosted.open(config))]
 
 
 def _export_keys(args: argparse.Namespace, config: Config) -> list[CacheKey] | None:
@@ -96,7 +107,8 @@ def run_import(args: argparse.Namespace, config: Config) -> int:
     cache = build_cache(config)  # only for its verification gate: no upstream is started
     cache.storage.tmp.mkdir(parents=True, exist_ok=True)
     try:
-        report = import_bundle(cache, args.bundle)
+        hosted = Hosted.open(config) if config.hosted.repos else None
+        report = import_bundle(cache, args.bundle, hosted)
     except BundleError as exc:
         return usage_error(exc.message)
     _print_import(report)

@@ -368,10 +368,17 @@ class HostedRepository:
             _write_synced(staging / "names", build_names(Names(self.name, tuple(names)), self.key))
             versions = build_versions(Versions(self.name, entries), self.key)
             _write_synced(staging / "versions", versions)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._swap(staging, new_id)
+
+    def _swap(self, staging: Path, new_id: int) -> None:
+        """Make the fully written ``staging`` generation current."""
+        try:
             _fsync_dir(staging / "packages")
             _fsync_dir(staging)
-            final = self.gens / f"{new_id:08d}"
-            os.rename(staging, final)
+            os.rename(staging, self.gens / f"{new_id:08d}")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -381,6 +388,40 @@ class HostedRepository:
         os.replace(link, self.root / "current")  # the one atomic step readers observe
         _fsync_dir(self.root)
         self._collect(new_id)
+
+    def adopt(
+        self, names: bytes, versions: bytes, packages: dict[str, bytes], blobs: dict[str, bytes]
+    ) -> None:
+        """Make exactly these signed files the registry, byte for byte (an import of
+        verified files: nothing is re-signed). Blobs go in first; then one swap."""
+        with self.locked():
+            for digest, data in blobs.items():
+                self._write_blob(data, digest)
+            new_id = self._current_id() + 1
+            staging = self.gens / f".{new_id:08d}.{uuid.uuid4().hex}"
+            (staging / "packages").mkdir(parents=True)
+            try:
+                for name, body in packages.items():
+                    _write_synced(staging / "packages" / name, body)
+                _write_synced(staging / "names", names)
+                _write_synced(staging / "versions", versions)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            self._swap(staging, new_id)
+
+    def snapshot(self) -> tuple[bytes, bytes, dict[str, bytes]]:
+        """The current registry files (names, versions, packages), from one generation."""
+        with self.locked():
+            generation = self.root / "current"
+            packages = {
+                path.name: path.read_bytes() for path in sorted((generation / "packages").iterdir())
+            }
+            return (
+                (generation / "names").read_bytes(),
+                (generation / "versions").read_bytes(),
+                packages,
+            )
 
     def _collect(self, current: int) -> None:
         """Remove generations readers can no longer be using, and crashed leftovers."""
