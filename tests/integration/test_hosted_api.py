@@ -22,6 +22,7 @@ from hexproxy.registry import (
     verify_package,
     verify_versions,
 )
+from hexproxy.server import start
 from hexproxy.web import create_app
 from tests.support.hosted import (
     ETF,
@@ -424,3 +425,35 @@ async def test_metrics_and_status_page_show_hosted_repositories(client: Client) 
     page = await (await client.get("/_hexproxy/")).text()
     assert "Hosted repositories" in page
     assert "<code>/internal/acme/</code></td><td>1</td><td>2</td><td>2</td>" in page
+
+
+async def test_expect_flow_through_the_real_server_and_fast_path(tmp_path: Any) -> None:
+    """The served process puts a fast path before aiohttp: uploads must still be refused
+    from their headers, and accepted after 100 Continue."""
+    running = await start(
+        hosted_config(tmp_path, server__listen="127.0.0.1:0", server__access_log=False)
+    )
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(
+            f"POST {API}/packages/acme_core/releases HTTP/1.1\r\nHost: x\r\n"
+            "authorization: wrong\r\ncontent-length: 5000\r\nexpect: 100-continue\r\n\r\n".encode()
+        )
+        answer = await asyncio.wait_for(reader.read(65536), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        tar = package_tarball("acme_core", "1.0.0")
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(
+            f"POST {API}/packages/acme_core/releases HTTP/1.1\r\nHost: x\r\n"
+            f"authorization: {WRITE_KEY}\r\ncontent-length: {len(tar)}\r\n"
+            "expect: 100-continue\r\nconnection: close\r\n\r\n".encode()
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(tar)
+        final = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert final.startswith(b"HTTP/1.1 201"), final[:200]
+    finally:
+        await running.stop()
