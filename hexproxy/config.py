@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .registry import HEXPM_PUBLIC_KEY_PEM, is_valid_name, load_public_key
 from .units import parse_duration, parse_size
 
 MiB = 1024 * 1024
@@ -299,8 +300,6 @@ def _check_url(key: str, url: str) -> None:
 
 def validate(config: Config) -> None:
     """Reject values that would only fail later, at request time."""
-    from .registry import is_valid_name
-
     server, upstream, cache = config.server, config.upstream, config.cache
     try:
         split_listen(server.listen)
@@ -326,10 +325,23 @@ def validate(config: Config) -> None:
         _check(getattr(upstream, key) > 0, f"[upstream] {key}", "must be greater than 0")
     _check(cache.registry_ttl >= 0, "[cache] registry_ttl", "must not be negative")
     validate_hosted(config)
-    load_public_key_pem(config)
-    from .installs import load_installs_public_key_pem
+    read_key_file("[upstream] public_key", upstream.public_key)
+    read_key_file("[upstream] installs_public_key", upstream.installs_public_key)
 
-    load_installs_public_key_pem(config)
+
+def read_key_file(setting: str, path: str) -> bytes | None:
+    """The PEM in the file a key setting names, checked to load; None when it names none."""
+    if not path:
+        return None
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    try:
+        load_public_key(pem)
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: {path}: {exc}") from None
+    return pem
 
 
 def validate_hosted(config: Config) -> None:
@@ -370,17 +382,6 @@ def _valid_repo_name(name: str) -> bool:
 
 def load_public_key_pem(config: Config) -> bytes:
     """The PEM the registry is verified with: the configured file, else hexpm's key."""
-    from .registry import HEXPM_PUBLIC_KEY_PEM, load_public_key
-
-    if not config.upstream.public_key:
-        return HEXPM_PUBLIC_KEY_PEM
-    path = Path(config.upstream.public_key)
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"[upstream] public_key: cannot read {path}: {exc.strerror}") from None
-    try:
-        load_public_key(pem)
-    except ValueError as exc:
-        raise ConfigError(f"[upstream] public_key: {path}: {exc}") from None
-    return pem
+    return (
+        read_key_file("[upstream] public_key", config.upstream.public_key) or HEXPM_PUBLIC_KEY_PEM
+    )

@@ -1,7 +1,9 @@
 """The errors hexproxy raises, each carrying the HTTP status it maps to.
 
-Handlers and the CLI never inspect messages: they read ``http_status`` (and
-``code``, a stable machine-readable name) so a new error kind is one class here.
+Nothing inspects messages: the HTTP layer answers with ``http_status`` and
+sends ``code``, a stable machine-readable name, in the ``X-Hexproxy-Error``
+header (the message is the plain-text body), so a script can tell
+``not_cached`` from ``not_found`` and a new error kind is one class here.
 ``client_message`` says whether the text is worth an ``x-hex-message`` header for
 the clients that print one (web/clients.py decides which clients those are).
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..registry import is_valid_name, is_valid_version
-from ..versions import InvalidRequirement, parse_requirement
+from ..registry.versions import InvalidRequirement, parse_requirement
 from .consult import ConsultError, parse_terms
 from .errors import TooBig, ValidationFailed
 from .etf import Term

@@ -67,7 +67,7 @@ from ..registry import (
     verify_package,
     verify_versions,
 )
-from ..versions import Version
+from ..registry.versions import Version
 from .errors import ReleaseNotFound, ValidationFailed
 from .package import Requirement, UploadedPackage
 

@@ -1,4 +1,4 @@
-"""Wiring: the one place that builds the proxy's parts and connects them."""
+"""The aiohttp application: the cache (built in ``cache.wiring``), routes and ops endpoints."""
 
 from __future__ import annotations
 
@@ -6,28 +6,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..cache import Cache
+from ..cache.wiring import build_cache
 from ..config import Config, load_public_key_pem
 from ..hosted import Hosted
-from ..registry import load_public_key
-from ..storage import FileStorage
-from ..upstream import Upstream
 from . import hosted_api, hosted_ops, hosted_repo, middleware, ops, routes
 from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
-
-
-def build_cache(config: Config) -> Cache:
-    """The policy object and what it stands on (no I/O yet, no event loop needed).
-
-    Order: the verifying key first (a bad key must stop us before we serve),
-    then storage, then the upstream client (one circuit breaker per upstream host),
-    then the cache that ties them together.
-    """
-    pem = load_public_key_pem(config)
-    key = load_public_key(pem)
-    storage = FileStorage(config.cache_dir)
-    upstream = Upstream(config.upstream)
-    return Cache(config, storage, upstream, key)
 
 
 def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:

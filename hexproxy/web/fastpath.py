@@ -25,18 +25,16 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, cast
 
-from ..cache import Cache
-from ..cachekey import NAMES, VERSIONS, CacheKey, Kind, tarball_key
-from ..entries import Entry, Status, StoredFile
-from ..errors import InvalidRequest
-from ..registry import is_valid_name, parse_tarball_filename
+from ..cache.entries import Entry, Status, StoredFile
+from ..cache.policy import Cache
+from ..store.cachekey import CacheKey, Kind, key_for_request_path
 from .accesslog import AccessLog
-from .responses import file_headers, small_headers
+from .responses import etag_matches, file_headers, metadata_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..metrics import Traffic
+    from .metrics import Traffic
 
 MAX_HEAD = 8192  # a longer request head goes to aiohttp, which enforces its own limits
 _OK = b"HTTP/1.1 200 OK\r\n"
@@ -53,7 +51,7 @@ _ROUTES = {
 class Prepared:
     """One entry's answer, encoded once: only Date and Connection vary per request."""
 
-    entry: Entry | StoredFile
+    entry: Entry[object] | StoredFile
     key: CacheKey
     fresh_until: float
     tarball: bool
@@ -73,10 +71,10 @@ class FastPath:
         ttl: float,
         access_log: AccessLog | None,
         traffic: Traffic | None,
-        touch: Callable[[str], None] | None = None,
+        accessed: Callable[[str], None] | None = None,
     ) -> None:
         self.cache = cache
-        self.touch = touch  # records the access time eviction orders by
+        self.accessed = accessed  # records the access time eviction orders by
         self.ttl = ttl
         self.access_log = access_log
         self.traffic = traffic
@@ -100,7 +98,7 @@ class FastPath:
         key = prepared.key if prepared is not None else _key_for(target)
         if key is None:
             return None
-        found: Entry | StoredFile | None
+        found: Entry[object] | StoredFile | None
         if key.kind is Kind.TARBALL:
             found = self.cache.known_file(key)
         else:
@@ -135,36 +133,25 @@ class FastPath:
                 traffic.bytes[prepared.route] += size
             if prepared.package is not None:
                 traffic.packages[prepared.package] += 1
-        if prepared.tarball and self.touch is not None:
-            self.touch(path)
+        if prepared.tarball and self.accessed is not None:
+            self.accessed(path)
         if self.access_log is not None:
             seconds = time.perf_counter() - started
             self.access_log.line(remote, method, path, status, "HIT", size, seconds, user_agent)
 
 
 def _key_for(target: bytes) -> CacheKey | None:
-    if target == b"/names":
-        return NAMES
-    if target == b"/versions":
-        return VERSIONS
-    text = target.decode("ascii", "replace")
-    if text.startswith("/packages/"):
-        name = text[10:]
-        return CacheKey(Kind.PACKAGE, name) if is_valid_name(name) else None
-    if text.startswith("/tarballs/"):
-        try:
-            return tarball_key(*parse_tarball_filename(text[10:]))
-        except InvalidRequest:
-            return None
-    return None
+    """The key of a request the fast path may answer: registry files and tarballs."""
+    key = key_for_request_path(target.decode("ascii", "replace"))
+    return key if key is not None and key.kind in _ROUTES else None
 
 
-def _prepare(found: Entry | StoredFile, ttl: float, fresh_until: float) -> Prepared:
+def _prepare(found: Entry[object] | StoredFile, ttl: float, fresh_until: float) -> Prepared:
     if isinstance(found, StoredFile):
         headers = file_headers(found, Status.HIT)
         size = found.size
     else:
-        headers = small_headers(found, Status.HIT, ttl)
+        headers = metadata_headers(found, Status.HIT, ttl)
         size = len(found.body)
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     extra = f"Content-Length: {size}\r\nServer: hexproxy\r\n"
@@ -183,14 +170,6 @@ def _prepare(found: Entry | StoredFile, ttl: float, fresh_until: float) -> Prepa
         etag=found.etag,
         route=_ROUTES[found.key.kind],
     )
-
-
-def _matches(header: bytes, etag: str) -> bool:
-    for candidate in header.decode("latin-1").split(","):
-        value = candidate.strip()
-        if value == "*" or value.removeprefix("W/") == etag:
-            return True
-    return False
 
 
 class FastPathProtocol(asyncio.Protocol):
@@ -259,7 +238,9 @@ class FastPathProtocol(asyncio.Protocol):
         if fields is None:
             return False
         if_none_match, close, user_agent = fields
-        not_modified = bool(if_none_match) and _matches(if_none_match, prepared.etag)
+        not_modified = bool(if_none_match) and etag_matches(
+            if_none_match.decode("latin-1"), prepared.etag
+        )
         sendfile = isinstance(prepared.entry, StoredFile) and parts[0] == b"GET"
         fd = -1
         if sendfile and not not_modified:
@@ -277,18 +258,18 @@ class FastPathProtocol(asyncio.Protocol):
         self.transport.write(out)
         status = 304 if not_modified else 200
         size = 0 if not_modified else _size(prepared)
-        done = _Done(self, parts, status, size, started, user_agent, prepared, close)
+        reply = _Reply(self, parts, status, size, started, user_agent, prepared, close)
         sent = self._sendfile_now(fd, size) if fd >= 0 else size
         if sent < 0:
             return True  # the client is gone; the transport is closed
         if sent < size:
             self.busy = True
-            task = asyncio.get_running_loop().create_task(self._sendfile(fd, sent, size, done))
+            task = asyncio.get_running_loop().create_task(self._sendfile(fd, sent, size, reply))
             self.sending = task
         else:
             if fd >= 0:
                 os.close(fd)
-            done.finish()
+            reply.finish()
         return True
 
     def _sendfile_now(self, fd: int, size: int) -> int:
@@ -319,7 +300,7 @@ class FastPathProtocol(asyncio.Protocol):
             return -1
         return fd
 
-    async def _sendfile(self, fd: int, offset: int, size: int, done: _Done) -> None:
+    async def _sendfile(self, fd: int, offset: int, size: int, reply: _Reply) -> None:
         try:
             with open(fd, "rb", closefd=True) as file:  # noqa: ASYNC230 (wraps an open fd)
                 if self.transport is None:
@@ -333,7 +314,7 @@ class FastPathProtocol(asyncio.Protocol):
         finally:
             self.busy = False
             self.sending = None
-        done.finish()
+        reply.finish()
         self._serve()
 
     def _hand_over(self) -> None:
@@ -379,8 +360,9 @@ class FastPathProtocol(asyncio.Protocol):
             self._serve()
 
 
-class _Done:
-    """What to do once an answer has been sent: log it, count it, close if asked."""
+class _Reply:
+    """One answer on its way: once it is sent, ``finish`` logs and counts it, and closes
+    the connection if the client asked."""
 
     __slots__ = (
         "close",

@@ -15,11 +15,11 @@ from email.utils import formatdate
 
 from aiohttp import web
 
-from ..cachekey import docs_key, tarball_key
-from ..entries import StoredFile
+from ..cache.entries import StoredFile
 from ..errors import NotFound
 from ..hosted import Hosted, HostedRepository
 from ..registry import check_name, parse_docs_filename, parse_tarball_filename
+from ..store.cachekey import docs_key, tarball_key
 from .responses import OCTET, SendfileResponse, if_none_match
 
 HOSTED = web.AppKey("hosted", Hosted)

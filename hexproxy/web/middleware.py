@@ -20,10 +20,18 @@ def hex_message(text: str) -> str:
     return f'"{clean[:300]}"; level=fatal'
 
 
+# The stable name of what went wrong (HexproxyError.code), for scripts; the body is for people.
+ERROR_CODE_HEADER = "X-Hexproxy-Error"
+
+
 def error_response(error: HexproxyError, user_agent: str | None) -> web.Response:
     """The plain-text answer for ``error``; the body always carries the text, and the
     ``x-hex-message`` header repeats it only for clients that print it without crashing."""
-    headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
+    headers = {
+        "Content-Type": "text/plain; charset=utf-8",
+        "Cache-Control": "no-store",
+        ERROR_CODE_HEADER: error.code,
+    }
     if error.client_message and accepts_hex_message(user_agent):
         headers["x-hex-message"] = hex_message(error.message)
     return web.Response(status=error.http_status, text=error.message + "\n", headers=headers)

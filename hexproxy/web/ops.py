@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..cache import Cache
-from ..eviction import Evictor
-from ..metrics import Metrics
-from ..storage import FileStorage
-from ..upstream import Host
+from ..cache.policy import Cache
+from ..store.eviction import Evictor
+from ..store.storage import FileStorage
+from ..upstream.client import Host
 from . import hosted_ops, status_page
+from .metrics import Metrics
 from .state import CACHE
 
 PREFIX = "/_hexproxy"
@@ -108,7 +108,7 @@ def observe_requests(
         metrics.traffic.bytes,
         metrics.traffic.packages,
     )
-    touch = evictor.access.touch
+    accessed = evictor.access.accessed
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -128,7 +128,7 @@ def observe_requests(
             sent[route] += size
         if status == 200 or status == 304:
             if route in FILE_ROUTES:
-                touch(request.path)
+                accessed(request.path)
                 if result == "MISS":
                     evictor.stored(size)
             name = _package_name(route, request)
@@ -159,7 +159,12 @@ def setup(app: web.Application) -> None:
     """Operator endpoints, request counting (outermost middleware, so it sees the final
     status) and the eviction task (started after the cache's own resources)."""
     cache = app[CACHE]
-    evictor = Evictor(cache)
+    evictor = Evictor(
+        cache.storage,
+        cache.config.cache.max_size,
+        can_refetch=cache.can_refetch,
+        forget=cache.forget,
+    )
     app[EVICTOR] = evictor
     app[METRICS] = Metrics(cache, evictor)
     app.middlewares.insert(0, observe_requests(app[METRICS], evictor))

@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..cachekey import CacheKey, Kind
-from ..entries import Entry, Small, Status, StoredFile
+from ..cache.entries import Answer, Entry, Status, StoredFile
+from ..store.cachekey import CacheKey, Kind
 
 OCTET = "application/octet-stream"
 STALE_WARNING = '110 hexproxy "Response is Stale"'
@@ -23,8 +23,11 @@ IMMUTABLE = "public, max-age=604800, immutable"
 def if_none_match(request: web.BaseRequest, etag: str) -> bool:
     """Does the client already hold ``etag``? An empty header (rebar3, cold) matches nothing."""
     header = request.headers.get("If-None-Match")
-    if not header:
-        return False
+    return etag_matches(header, etag) if header else False
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    """Does an If-None-Match value name ``etag``: ``*``, or in its list, weak or strong?"""
     for candidate in header.split(","):
         value = candidate.strip()
         if value == "*" or value.removeprefix("W/") == etag:
@@ -42,7 +45,7 @@ def cache_control(key: CacheKey, ttl: float) -> str:
     return f"public, max-age={int(ttl)}" if key.is_mutable else IMMUTABLE
 
 
-def small_headers(entry: Entry, status: Status, ttl: float) -> dict[str, str]:
+def metadata_headers(entry: Entry[object], status: Status, ttl: float) -> dict[str, str]:
     headers = {
         "ETag": entry.etag,
         "Last-Modified": entry.last_modified,
@@ -55,11 +58,11 @@ def small_headers(entry: Entry, status: Status, ttl: float) -> dict[str, str]:
     return headers
 
 
-def small_response(request: web.BaseRequest, small: Small, ttl: float) -> web.Response:
-    headers = small_headers(small.entry, small.status, ttl)
-    if if_none_match(request, small.entry.etag):
+def metadata_response(request: web.BaseRequest, answer: Answer[object], ttl: float) -> web.Response:
+    headers = metadata_headers(answer.entry, answer.status, ttl)
+    if if_none_match(request, answer.entry.etag):
         return web.Response(status=304, headers=headers)
-    return web.Response(body=small.entry.body, headers=headers)
+    return web.Response(body=answer.entry.body, headers=headers)
 
 
 def file_headers(stored: StoredFile, status: Status) -> dict[str, str]:

@@ -12,12 +12,20 @@ from email.utils import formatdate
 
 from aiohttp import web
 
-from ..cache import Cache
-from ..cachekey import NAMES, VERSIONS, CacheKey, docs_key, install_key, package_key, tarball_key
-from ..download import Download
-from ..entries import Status, StoredFile
+from ..cache.entries import Status, StoredFile
+from ..cache.policy import Cache
 from ..errors import HexproxyError
 from ..registry import parse_docs_filename, parse_tarball_filename
+from ..store.cachekey import (
+    NAMES,
+    VERSIONS,
+    CacheKey,
+    docs_key,
+    install_key,
+    package_key,
+    tarball_key,
+)
+from ..upstream.download import Download
 from .responses import (
     IMMUTABLE,
     SendfileResponse,
@@ -25,7 +33,7 @@ from .responses import (
     content_type,
     file_headers,
     if_none_match,
-    small_response,
+    metadata_response,
 )
 from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
 
@@ -33,15 +41,15 @@ log = logging.getLogger("hexproxy.web")
 
 
 async def names(request: web.Request) -> web.StreamResponse:
-    return await _small(request, NAMES)
+    return await _metadata(request, NAMES)
 
 
 async def versions(request: web.Request) -> web.StreamResponse:
-    return await _small(request, VERSIONS)
+    return await _metadata(request, VERSIONS)
 
 
 async def package(request: web.Request) -> web.StreamResponse:
-    return await _small(request, package_key(request.match_info["name"]))
+    return await _metadata(request, package_key(request.match_info["name"]))
 
 
 async def tarball(request: web.Request) -> web.StreamResponse:
@@ -57,7 +65,7 @@ async def docs(request: web.Request) -> web.StreamResponse:
 async def installs(request: web.Request) -> web.StreamResponse:
     key = install_key(request.match_info["path"])
     if key.is_mutable:
-        return await _small(request, key)
+        return await _metadata(request, key)
     return await _file(request, key)
 
 
@@ -72,9 +80,9 @@ async def public_key(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _small(request: web.Request, key: CacheKey) -> web.StreamResponse:
-    small = await request.app[CACHE].get_small(key)
-    return small_response(request, small, request.app[CONFIG].cache.registry_ttl)
+async def _metadata(request: web.Request, key: CacheKey) -> web.StreamResponse:
+    answer = await request.app[CACHE].get_metadata(key)
+    return metadata_response(request, answer, request.app[CONFIG].cache.registry_ttl)
 
 
 async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:

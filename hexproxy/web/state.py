@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..cache import Cache
+from ..cache.policy import Cache
 from ..config import Config
 
 CONFIG = web.AppKey("config", Config)

@@ -12,10 +12,10 @@ import time
 from html import escape
 
 from .. import __version__
-from ..eviction import Evictor
-from ..metrics import Metrics
+from ..store.eviction import Evictor
 from ..units import format_size
-from ..upstream import Host
+from ..upstream.client import Host
+from .metrics import Metrics
 
 HOST_TITLES = {"repository": "repository", "builds": "builds (/installs)"}
 

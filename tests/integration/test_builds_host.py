@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from hexproxy.breaker import State
 from hexproxy.registry import public_key_pem
+from hexproxy.upstream.breaker import State
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import FakeHexRepo

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from hexproxy.bundle import MANIFEST, key_from_path
-from hexproxy.cachekey import package_key, tarball_key
-from hexproxy.storage import FileStorage
+from hexproxy.airgap.bundle import MANIFEST, key_from_path
+from hexproxy.store.cachekey import package_key, tarball_key
+from hexproxy.store.storage import FileStorage
 from hexproxy.web import create_app
 from tests.fakes.hex_repo import corrupt_signature, flip_byte
 from tests.support.keys import test_private_key

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from hexproxy import inventory
-from hexproxy.eviction import LOW_WATER, Evictor
+from hexproxy.store import inventory
+from hexproxy.store.eviction import LOW_WATER, Evictor
 from hexproxy.web.ops import EVICTOR
 from tests.conftest import ProxyFactory, Upstream
 

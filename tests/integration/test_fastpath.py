@@ -13,10 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hexproxy.cachekey import tarball_key
 from hexproxy.config import Config
-from hexproxy.server import Running, start
+from hexproxy.store.cachekey import tarball_key
 from hexproxy.web.ops import EVICTOR, METRICS
+from hexproxy.web.server import Running, start
 from hexproxy.web.state import CACHE
 from tests.conftest import Upstream
 from tests.support.keys import test_private_key as key

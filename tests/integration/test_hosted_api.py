@@ -22,8 +22,8 @@ from hexproxy.registry import (
     verify_package,
     verify_versions,
 )
-from hexproxy.server import start
 from hexproxy.web import create_app
+from hexproxy.web.server import start
 from tests.support.hosted import (
     ETF,
     OTHER_KEY,

@@ -13,8 +13,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from hexproxy.airgap.warm_installs import warm_installs
 from hexproxy.cli import main
-from hexproxy.installs import parse_target, warm_installs
+from hexproxy.installs import parse_target
 from hexproxy.registry import public_key_pem, sign
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream

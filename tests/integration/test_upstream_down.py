@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from hexproxy.cachekey import package_key
+from hexproxy.store.cachekey import package_key
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import BlackHole

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from hexproxy.cachekey import tarball_key
-from hexproxy.lockfiles import parse_mix_lock
+from hexproxy.airgap.lockfiles import parse_mix_lock
+from hexproxy.airgap.resolve import parse_spec
+from hexproxy.airgap.warm import WarmInputs, warm
+from hexproxy.cache.wiring import build_cache
 from hexproxy.registry import verify_package
-from hexproxy.resolve import parse_spec
-from hexproxy.storage import FileStorage
-from hexproxy.warm import WarmInputs, warm
+from hexproxy.store.cachekey import tarball_key
+from hexproxy.store.storage import FileStorage
 from hexproxy.web import create_app
-from hexproxy.web.app import build_cache
 from tests.support.keys import test_private_key
 from tests.support.repo import DepSpec, PackageSpec, build_repo
 from tests.support.user_agents import AS_HEX_2_5
@@ -299,8 +299,8 @@ async def test_offline_miss_says_not_in_this_offline_cache(
 def test_terminal_progress_is_one_rewritten_line() -> None:
     import io
 
-    from hexproxy.commands.warm import TtyProgress
-    from hexproxy.warm import WarmReport
+    from hexproxy.airgap.warm import WarmReport
+    from hexproxy.cli.warm import TtyProgress
 
     stream = io.StringIO()
     progress = TtyProgress(stream)

@@ -20,7 +20,7 @@ from hexproxy.config import Config, HostedRepoConfig, load_config
 from hexproxy.hosted import etf
 from hexproxy.hosted.keys import digest_of
 from hexproxy.registry import Dependency
-from hexproxy.tarball import build_tarball
+from hexproxy.registry.tarball import build_tarball
 from tests.support.keys import test_private_key
 
 WRITE_KEY = "write-key-" + "a" * 40

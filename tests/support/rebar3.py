@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hexproxy.lockfiles import parse_rebar_lock
+from hexproxy.airgap.lockfiles import parse_rebar_lock
 from tests.support.command import CommandResult, run_command
 
 if TYPE_CHECKING:

@@ -34,8 +34,8 @@ from hexproxy.registry import (
     build_versions,
     tarball_filename,
 )
-from hexproxy.tarball import build_tarball
-from hexproxy.versions import Version
+from hexproxy.registry.tarball import build_tarball
+from hexproxy.registry.versions import Version
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hexproxy.lockfiles import (
+from hexproxy.airgap.lockfiles import (
     LockedPackage,
     LockfileError,
     MixLock,

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from hexproxy.outage import Outage
+from hexproxy.cache.outage import Outage
 
 
 def test_a_failure_is_remembered_for_ttl_then_forgotten(caplog: pytest.LogCaptureFixture) -> None:

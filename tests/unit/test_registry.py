@@ -48,7 +48,7 @@ from hexproxy.registry import (
     verify_versions,
 )
 from hexproxy.registry._pb import hex_registry_pb2 as pb
-from hexproxy.tarball import outer_checksum
+from hexproxy.registry.tarball import outer_checksum
 from tests.support.fixtures import FIXTURES
 from tests.support.keys import other_private_key, test_private_key
 

@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from hexproxy.registry import Dependency
-from hexproxy.tarball import build_tarball, outer_checksum
+from hexproxy.registry.tarball import build_tarball, outer_checksum
 from tests.support.fixtures import FIXTURES
 
 MEMBERS = ["VERSION", "CHECKSUM", "metadata.config", "contents.tar.gz"]

@@ -1,0 +1,229 @@
+"""The one HTTP client that talks to upstream (repo.hex.pm, builds.hex.pm or a mirror).
+
+It turns every way a request can fail into the typed errors of ``errors.py``
+and reports each outcome to the circuit breaker of the host it went to, so the
+policy layer only ever sees "an answer" or "upstream could not answer, and why".
+
+Each upstream host has its own breaker: the repository (``url``) and the builds
+host (``builds_url``, the ``/installs/*`` files) fail independently, and a
+builds host that a locked-down network never reaches must not pause package
+fetches. A new upstream (the API, an organization's repository) is one more
+``Host`` here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from .. import __version__
+from ..config import UpstreamConfig
+from ..errors import (
+    HexproxyError,
+    NotFound,
+    TooLarge,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ..store.cachekey import CacheKey, Kind
+from .breaker import CircuitBreaker
+
+USER_AGENT = f"hexproxy/{__version__} (+https://github.com/hexproxy/hexproxy)"
+
+
+class Observer(Protocol):
+    """Told about every exchange with upstream (for metrics); must be cheap and not raise."""
+
+    def answered(self, key: CacheKey, status: int, seconds: float) -> None: ...
+
+    def failed(self, error: UpstreamError) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    status: int  # 200, 304 or 404
+    body: bytes
+    etag: str | None
+    last_modified: str | None
+
+
+def client_timeout(config: UpstreamConfig) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=config.total_timeout,
+        sock_connect=config.connect_timeout,
+        sock_read=config.read_timeout,
+    )
+
+
+def new_session(config: UpstreamConfig) -> aiohttp.ClientSession:
+    """One session per process; bodies are read raw (registry files stay gzip bytes)."""
+    return aiohttp.ClientSession(
+        timeout=client_timeout(config),
+        auto_decompress=False,
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        # The proxy never acts on proxy settings from its own environment
+        # implicitly: an upstream is a direct URL unless configured otherwise.
+        trust_env=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """One upstream host: where its objects live, and its own circuit breaker."""
+
+    name: str  # "repository" or "builds": what the status page, /ready and metrics show
+    url: str
+    breaker: CircuitBreaker
+
+    @property
+    def shown_url(self) -> str:
+        """The URL for logs and pages: without any ``user:password@`` it may carry."""
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+class Upstream:
+    def __init__(self, config: UpstreamConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+
+        def breaker() -> CircuitBreaker:
+            return CircuitBreaker(config.failure_threshold, config.retry_after, clock)
+
+        self.repository = Host("repository", config.url, breaker())
+        self.builds = Host("builds", config.builds_url, breaker())
+        self.hosts = (self.repository, self.builds)
+        self._session: aiohttp.ClientSession | None = None
+        self.observer: Observer | None = None
+
+    async def start(self) -> None:
+        """Open the connection pool; it needs the running loop, so not in __init__."""
+        if self._session is None:
+            self._session = new_session(self.config)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("Upstream.start() was not awaited")
+        return self._session
+
+    def host_for(self, key: CacheKey) -> Host:
+        return self.builds if key.kind is Kind.INSTALL else self.repository
+
+    def breaker_for(self, key: CacheKey) -> CircuitBreaker:
+        return self.host_for(key).breaker
+
+    def url_for(self, key: CacheKey) -> str:
+        return self.host_for(key).url.rstrip("/") + key.upstream_path
+
+    @staticmethod
+    def _admit(host: Host) -> None:
+        breaker = host.breaker
+        if not breaker.allow():
+            wait = breaker.seconds_until_retry()
+            raise UpstreamUnavailable(
+                f"{host.name} upstream is paused after {breaker.failures} failures "
+                f"({breaker.last_error}); retrying in {wait:.0f}s"
+            )
+
+    def _record_failure(self, host: Host, error: UpstreamError) -> None:
+        host.breaker.record_failure(error.message)
+        if self.observer is not None:
+            self.observer.failed(error)
+
+    async def fetch(
+        self,
+        key: CacheKey,
+        *,
+        limit: int,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> Fetched:
+        """GET a whole (small) object; conditional when validators are given."""
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        async with self.open(key, headers=headers, accept=(200, 304, 404)) as resp:
+            body = await self._read_bounded(resp, limit) if resp.status == 200 else b""
+            return Fetched(
+                resp.status, body, resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+            )
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self,
+        key: CacheKey,
+        *,
+        headers: dict[str, str] | None = None,
+        accept: tuple[int, ...] = (200,),
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A streaming GET; a status outside ``accept`` raises (404 as NotFound)."""
+        host = self.host_for(key)
+        self._admit(host)
+        url = self.url_for(key)
+        started = time.monotonic()
+        try:
+            async with self.session.get(url, headers=headers, allow_redirects=True) as resp:
+                if self.observer is not None:
+                    self.observer.answered(key, resp.status, time.monotonic() - started)
+                if resp.status >= 500:
+                    raise UpstreamStatus(f"upstream answered {resp.status} for {key}", resp.status)
+                host.breaker.record_success()
+                if resp.status not in accept:
+                    if resp.status == 404:
+                        raise NotFound(f"{key} not found upstream")
+                    raise UpstreamStatus(f"upstream answered {resp.status} for {key}", resp.status)
+                yield resp
+        except HexproxyError as exc:
+            if isinstance(exc, UpstreamError):
+                self._record_failure(host, exc)
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise self._failed(host, UpstreamTimeout(f"upstream timed out for {key}")) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise self._failed(
+                host, UpstreamUnavailable(f"cannot connect to upstream: {_reason(exc)}")
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._failed(
+                host, UpstreamUnavailable(f"upstream connection failed for {key}: {_reason(exc)}")
+            ) from None
+
+    def _failed(self, host: Host, error: UpstreamError) -> UpstreamError:
+        self._record_failure(host, error)
+        return error
+
+    @staticmethod
+    async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+        declared = resp.content_length
+        if declared is not None and declared > limit:
+            raise TooLarge(f"upstream declared {declared} bytes, over the {limit}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"upstream body over the {limit}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
