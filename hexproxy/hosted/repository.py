@@ -9,14 +9,9 @@ Layout under ``hosted.dir/NAME/`` (nothing here is a cache: back it up, never pr
     blobs/SHA256.tar        tarballs, named by their outer checksum
     docs/NAME-VERSION.tar.gz
 
-**Readers see the old registry or the new one, never a mix.** A change builds a whole
-new generation beside the current one (new ``packages/NAME``, ``names`` and ``versions``;
-every other package file is a hard link, so a publish never reads or copies the other
-packages, let alone their tarballs), fsyncs it, and then swaps the ``current`` symlink
-with one ``rename(2)``. A crash at any point before that rename leaves the old
-generation current; after it, the new one. A reader opens files through ``current``, so
-each open sees one generation; the two generations before the current one are kept so a
-reader that resolved an older one a moment ago still finds its files.
+**Readers see the old registry or the new one, never a mix**: a change writes
+``packages/NAME``, ``names`` and ``versions`` as a new generation and swaps it in with one
+rename (generations.py); it never reads or copies the other packages or any tarball.
 
 **Tarballs are content-addressed**: ``/tarballs/NAME-VERSION.tar`` serves the blob whose
 sha256 is the release's signed outer checksum in the current registry, so replacing a
@@ -38,9 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -69,6 +62,7 @@ from ..registry import (
 )
 from ..registry.versions import Version
 from .errors import ReleaseNotFound, ValidationFailed
+from .generations import Generations, fsync_dir, sha256_file, write_synced
 from .package import Requirement, UploadedPackage
 
 if TYPE_CHECKING:
@@ -82,7 +76,6 @@ __all__ = [
     "dependency_repository",
 ]
 
-KEEP_GENERATIONS = 3
 MAX_REGISTRY = 64 * 1024 * 1024
 RETIREMENT_REASONS = {
     "other": RetirementReason.OTHER,
@@ -147,7 +140,8 @@ class HostedRepository:
         self.public_key = key.public_key()
         self.public_key_pem = public_key_pem(self.public_key)
         self.fingerprint = fingerprint(self.public_key)
-        self.gens = root / "gens"
+        self.generations = Generations(root)
+        self.gens = self.generations.gens
         self.blobs = root / "blobs"
         self.docs = root / "docs"
         self.tmp = root / "tmp"
@@ -158,10 +152,10 @@ class HostedRepository:
         """Create the tree, and an empty signed registry if there is none yet."""
         for directory in (self.gens, self.blobs, self.docs, self.tmp):
             directory.mkdir(parents=True, exist_ok=True)
-        if not (self.root / "current").exists():
+        if not self.generations.exists():
             with self.locked():
-                if not (self.root / "current").exists():
-                    self._commit(_State([], {}), 0, {})
+                if not self.generations.exists():
+                    self._store_all(_State([], {}), {})
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -175,15 +169,9 @@ class HostedRepository:
 
     # ----- reading (no lock: every open goes through ``current``) -----
 
-    def registry_path(self, resource: str) -> Path:
-        """``names``, ``versions`` or ``packages/NAME`` in the current generation."""
-        return self.root / "current" / resource
-
     def read_registry(self, resource: str) -> bytes | None:
-        try:
-            return self.registry_path(resource).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        """``names``, ``versions`` or ``packages/NAME`` of the current generation."""
+        return self.generations.read(resource)
 
     def package(self, name: str) -> Package | None:
         body = self.read_registry(f"packages/{name}")
@@ -342,52 +330,18 @@ class HostedRepository:
             changed[name] = None
             state.versions.pop(name, None)
             state.names = [n for n in state.names if n != name]
-        current = self._current_id()
-        self._commit(state, current + 1, changed)
+        self._store_all(state, changed)
 
-    def _current_id(self) -> int:
-        try:
-            return int(os.readlink(self.root / "current").rpartition("/")[2])
-        except (FileNotFoundError, ValueError):
-            return 0
-
-    def _commit(self, state: _State, new_id: int, changed: dict[str, bytes | None]) -> None:
+    def _store_all(self, state: _State, changed: dict[str, bytes | None]) -> None:
+        """A new generation: ``state``'s names and versions, re-signed, and ``changed``."""
         names = sorted(state.names)
         entries = tuple(state.versions[n] for n in names)
-        staging = self.gens / f".{new_id:08d}.{uuid.uuid4().hex}"
-        (staging / "packages").mkdir(parents=True)
-        try:
-            previous = self.root / "current" / "packages"
-            if previous.is_dir():
-                for path in previous.iterdir():
-                    if path.name not in changed:
-                        os.link(path, staging / "packages" / path.name)
-            for name, body in changed.items():
-                if body is not None:
-                    _write_synced(staging / "packages" / name, body)
-            _write_synced(staging / "names", build_names(Names(self.name, tuple(names)), self.key))
-            versions = build_versions(Versions(self.name, entries), self.key)
-            _write_synced(staging / "versions", versions)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        self._swap(staging, new_id)
-
-    def _swap(self, staging: Path, new_id: int) -> None:
-        """Make the fully written ``staging`` generation current."""
-        try:
-            _fsync_dir(staging / "packages")
-            _fsync_dir(staging)
-            os.rename(staging, self.gens / f"{new_id:08d}")
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        _fsync_dir(self.gens)
-        link = self.root / f".current.{uuid.uuid4().hex}"
-        os.symlink(f"gens/{new_id:08d}", link)
-        os.replace(link, self.root / "current")  # the one atomic step readers observe
-        _fsync_dir(self.root)
-        self._collect(new_id)
+        self.generations.write(
+            build_names(Names(self.name, tuple(names)), self.key),
+            build_versions(Versions(self.name, entries), self.key),
+            changed,
+            keep_others=True,
+        )
 
     def adopt(
         self, names: bytes, versions: bytes, packages: dict[str, bytes], blobs: dict[str, bytes]
@@ -397,42 +351,12 @@ class HostedRepository:
         with self.locked():
             for digest, data in blobs.items():
                 self._write_blob(data, digest)
-            new_id = self._current_id() + 1
-            staging = self.gens / f".{new_id:08d}.{uuid.uuid4().hex}"
-            (staging / "packages").mkdir(parents=True)
-            try:
-                for name, body in packages.items():
-                    _write_synced(staging / "packages" / name, body)
-                _write_synced(staging / "names", names)
-                _write_synced(staging / "versions", versions)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            self._swap(staging, new_id)
+            self.generations.write(names, versions, packages, keep_others=False)
 
     def snapshot(self) -> tuple[bytes, bytes, dict[str, bytes]]:
         """The current registry files (names, versions, packages), from one generation."""
         with self.locked():
-            generation = self.root / "current"
-            packages = {
-                path.name: path.read_bytes() for path in sorted((generation / "packages").iterdir())
-            }
-            return (
-                (generation / "names").read_bytes(),
-                (generation / "versions").read_bytes(),
-                packages,
-            )
-
-    def _collect(self, current: int) -> None:
-        """Remove generations readers can no longer be using, and crashed leftovers."""
-        for path in self.gens.iterdir():
-            stale = path.name.startswith(".") or (
-                path.name.isdigit() and int(path.name) <= current - KEEP_GENERATIONS
-            )
-            if stale:
-                shutil.rmtree(path, ignore_errors=True)
-        for path in self.root.glob(".current.*"):
-            path.unlink(missing_ok=True)
+            return self.generations.snapshot()
 
     def _write_blob(self, data: bytes, digest: str) -> None:
         path = self.blobs / f"{digest}.tar"
@@ -447,12 +371,12 @@ class HostedRepository:
         self.tmp.mkdir(parents=True, exist_ok=True)
         temp = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
-            _write_synced(temp, data)
+            write_synced(temp, data)
             os.replace(temp, final)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
     # ----- checking -----
 
@@ -488,32 +412,9 @@ class HostedRepository:
         referenced.add(digest)
         path = self.blobs / f"{digest}.tar"
         try:
-            actual = _sha256_file(path)
+            actual = sha256_file(path)
         except FileNotFoundError:
             return [Problem(where, "tarball is missing")]
         if actual != digest:
             return [Problem(where, f"sha256 {actual} is not the signed outer checksum {digest}")]
         return []
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with path.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
