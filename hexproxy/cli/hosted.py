@@ -57,7 +57,8 @@ def register(sub: Any) -> None:
     key.add_argument("name", metavar="NAME")
     key.add_argument("--url", help="the proxy's public URL, for the printed commands")
     key.set_defaults(run=_guarded(run_key))
-    action("verify", "re-check every hosted registry file and tarball", run_verify, repo=False)
+    verify = action("verify", "re-check every hosted registry file and tarball", run_verify, False)
+    verify.add_argument("--purge", action="store_true", help="remove tarballs no release uses")
     new_key = actions.add_parser("new-key", help="make an API key and its config digest")
     new_key.set_defaults(run=run_new_key)
 
@@ -152,9 +153,9 @@ def run_key(args: argparse.Namespace, hosted: Hosted) -> int:
 def run_verify(args: argparse.Namespace, hosted: Hosted) -> int:
     bad = 0
     for name, repo in sorted(hosted.repos.items()):
-        problems = repo.verify()
+        problems = repo.verify(purge_orphans=args.purge)
         for problem in problems:
-            label = "ORPHAN" if problem.orphan else "BAD"
+            label = ("REMOVED" if args.purge else "ORPHAN") if problem.orphan else "BAD"
             print(f"  {label}  {name}/{problem.path}: {problem.problem}")
         bad += sum(1 for p in problems if not p.orphan)
         releases = sum(len(e.versions) for e in repo.versions().packages)

@@ -380,8 +380,19 @@ class HostedRepository:
 
     # ----- checking -----
 
-    def verify(self) -> list[Problem]:
-        """Re-check the current registry and every tarball against it."""
+    def verify(self, *, purge_orphans: bool = False) -> list[Problem]:
+        """Re-check the current registry and every tarball against it (under the lock,
+        so a publish in progress is not half seen); ``purge_orphans`` removes tarballs
+        no release uses (left by a crash between storing one and the registry swap)."""
+        with self.locked():
+            problems = self._verify()
+            if purge_orphans:
+                for problem in problems:
+                    if problem.orphan:
+                        (self.root / problem.path).unlink(missing_ok=True)
+            return problems
+
+    def _verify(self) -> list[Problem]:
         problems: list[Problem] = []
         try:
             state = self._load()

@@ -133,6 +133,25 @@ def test_verify_finds_a_damaged_tarball(
     assert "BAD  acme/tarballs/acme_core-1.0.0.tar: sha256" in out
 
 
+def test_verify_purge_removes_only_orphans(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tar = tmp_path / "p.tar"
+    tar.write_bytes(package_tarball("acme_core", "1.0.0"))
+    assert run(capsys, config_file, "publish", "--repo", "acme", str(tar))[0] == 0
+    blobs = tmp_path / "hosted" / "acme" / "blobs"
+    orphan = blobs / ("0" * 64 + ".tar")  # what a crash before the registry swap leaves
+    orphan.write_bytes(b"left behind")
+    code, out, _ = run(capsys, config_file, "verify")
+    assert code == 0 and f"ORPHAN  acme/blobs/{orphan.name}" in out
+    assert orphan.exists()
+    code, out, _ = run(capsys, config_file, "verify", "--purge")
+    assert code == 0 and f"REMOVED  acme/blobs/{orphan.name}" in out
+    assert not orphan.exists()
+    assert len(list(blobs.glob("*.tar"))) == 1
+    assert run(capsys, config_file, "verify")[1].count("0 problems") == 1
+
+
 def test_cache_commands_never_touch_hosted_packages(
     tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
