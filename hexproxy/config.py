@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .registry import HEXPM_PUBLIC_KEY_PEM, is_valid_name, load_public_key
+from .registry import HEXPM_PUBLIC_KEY_PEM, is_valid_name, is_valid_org, load_public_key
 from .units import parse_duration, parse_size
 
 MiB = 1024 * 1024
@@ -59,6 +59,7 @@ class ServerConfig:
 class UpstreamConfig:
     url: str = "https://repo.hex.pm"
     builds_url: str = "https://builds.hex.pm"
+    api_url: str = "https://hex.pm/api"
     repo_name: str = "hexpm"
     public_key: str = ""
     installs_public_key: str = ""
@@ -107,11 +108,23 @@ class HostedConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OrgsConfig:
+    """hex.pm organizations (``/repos/ORG/...``): how long upstream's word on a key holds."""
+
+    auth_ttl: float = 300.0
+    offline_grace: float = 86400.0
+    # Organization -> hashes of the keys that may read it when the proxy is offline
+    # (``hexproxy orgs hash-key``); never the keys themselves.
+    keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     hosted: HostedConfig = field(default_factory=HostedConfig)
+    orgs: OrgsConfig = field(default_factory=OrgsConfig)
 
     @property
     def cache_dir(self) -> Path:
@@ -123,7 +136,11 @@ SECTIONS: dict[str, type[Any]] = {
     "upstream": UpstreamConfig,
     "cache": CacheConfig,
     "hosted": HostedConfig,
+    "orgs": OrgsConfig,
 }
+
+# What a listed key hash looks like (see hexproxy.orgs.credentials.listed_hash).
+KEY_HASH = re.compile(r"\Ahmac-sha256:[0-9a-f]{64}\Z")
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -169,9 +186,32 @@ _SIZE_KEYS = {
 }
 
 
+def _parse_key_lists(value: Any) -> dict[str, tuple[str, ...]]:
+    """``{org = ["hmac-sha256:..."]}`` from TOML, or ``org=HASH,HASH;org2=HASH`` from the
+    environment."""
+    if isinstance(value, str):
+        table: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in value.split(";"))):
+            org, sep, hashes = part.partition("=")
+            if not sep:
+                raise ValueError(f"expected ORG=HASH[,HASH...], got {part!r}")
+            table[org.strip()] = [h.strip() for h in hashes.split(",") if h.strip()]
+        value = table
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table of organization = [key hashes], got {value!r}")
+    parsed: dict[str, tuple[str, ...]] = {}
+    for org, hashes in value.items():
+        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+            raise ValueError(f"{org}: expected a list of key hashes")
+        parsed[org] = tuple(hashes)
+    return parsed
+
+
 def _parser_for(name: str, kind: Any) -> Callable[[Any], Any]:
     if name == "repos":
         return _parse_repos
+    if name == "keys":
+        return _parse_key_lists
     if name in _SIZE_KEYS:
         return parse_size
     if kind in ("bool", bool):
@@ -313,6 +353,7 @@ def validate(config: Config) -> None:
     )
     _check_url("[upstream] url", upstream.url)
     _check_url("[upstream] builds_url", upstream.builds_url)
+    _check_url("[upstream] api_url", upstream.api_url)
     _check(
         is_valid_name(upstream.repo_name),
         "[upstream] repo_name",
@@ -325,6 +366,7 @@ def validate(config: Config) -> None:
         _check(getattr(upstream, key) > 0, f"[upstream] {key}", "must be greater than 0")
     _check(cache.registry_ttl >= 0, "[cache] registry_ttl", "must not be negative")
     validate_hosted(config)
+    _validate_orgs(config.orgs, upstream.repo_name)
     read_key_file("[upstream] public_key", upstream.public_key)
     read_key_file("[upstream] installs_public_key", upstream.installs_public_key)
 
@@ -378,6 +420,24 @@ def _valid_repo_name(name: str) -> bool:
         and name[0].islower()
         and all(c.isascii() and (c.islower() or c.isdigit() or c == "_") for c in name)
     )
+
+
+def _validate_orgs(orgs: OrgsConfig, repo_name: str) -> None:
+    _check(orgs.auth_ttl >= 0, "[orgs] auth_ttl", "must not be negative")
+    _check(orgs.offline_grace >= 0, "[orgs] offline_grace", "must not be negative")
+    for org, hashes in orgs.keys.items():
+        _check(
+            is_valid_org(org) and org != repo_name,
+            "[orgs] keys",
+            f"not an organization name: {org!r}",
+        )
+        for value in hashes:
+            _check(
+                bool(KEY_HASH.match(value)),
+                "[orgs] keys",
+                f"{org}: expected hmac-sha256:<64 hex digits> (hexproxy orgs hash-key), "
+                f"got {value[:20]!r}",
+            )
 
 
 def load_public_key_pem(config: Config) -> bytes:

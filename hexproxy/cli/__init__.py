@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError
-from . import bundle, cache, hosted, serve, warm
+from . import bundle, cache, hosted, orgs, serve, warm
 from .options import config_from_args, usage_error
 
 __all__ = ["build_parser", "main"]
@@ -26,6 +26,7 @@ REGISTRARS: list[Callable[[Any], None]] = [
     bundle.register,  # hexproxy export | import
     cache.register,  # hexproxy cache ls|stats|verify|rm|prune
     hosted.register,  # hexproxy hosted publish|ls|revert|retire|unretire|key|verify|new-key
+    orgs.register,  # hexproxy orgs hash-key
 ]
 
 

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("installs",),  # installer CSVs and builds, pure
     ("cache",),  # the policy and its wiring
     ("hosted",),  # repositories hexproxy hosts and signs itself
-    ("airgap",),  # warm, resolve, lock files, bundles
+    ("airgap", "orgs"),  # warm, resolve, lock files, bundles; hex.pm organizations
     ("web",),  # the HTTP layer and the server process
     ("cli",),  # the command line
     ("__main__",),
