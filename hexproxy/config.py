@@ -31,6 +31,14 @@ def default_cache_dir(env: Mapping[str, str]) -> str:
     return str(Path(base) / "hexproxy")
 
 
+def default_hosted_dir(env: Mapping[str, str]) -> str:
+    """``$XDG_DATA_HOME/hexproxy/hosted``, else ``~/.local/share/hexproxy/hosted``: data,
+    not cache, so nothing that clears caches takes the company's packages with it."""
+    home = Path(env.get("HOME", "~")).expanduser()
+    base = env.get("XDG_DATA_HOME") or str(home / ".local" / "share")
+    return str(Path(base) / "hexproxy" / "hosted")
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: str = "127.0.0.1:4000"
@@ -76,6 +84,31 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HostedRepoConfig:
+    """One ``[[hosted.repos]]`` entry: a repository hexproxy publishes and signs itself."""
+
+    name: str
+    # PEM file of its RSA signing key; empty: generated in hosted.dir/NAME on first use.
+    private_key: str = ""
+    # "sha256:HEX" digests of the API keys that may read (if any are set, reads need one)
+    # and that may publish (write implies read).
+    read_keys: tuple[str, ...] = ()
+    write_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HostedConfig:
+    dir: str = ""
+    max_tarball_size: int = 16 * MiB
+    max_unpacked_size: int = 128 * MiB
+    max_docs_size: int = 16 * MiB
+    repos: tuple[HostedRepoConfig, ...] = ()
+
+    def repo(self, name: str) -> HostedRepoConfig | None:
+        return next((r for r in self.repos if r.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
 class OrgsConfig:
     """hex.pm organizations (``/repos/ORG/...``): how long upstream's word on a key holds."""
 
@@ -91,6 +124,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    hosted: HostedConfig = field(default_factory=HostedConfig)
     orgs: OrgsConfig = field(default_factory=OrgsConfig)
 
     @property
@@ -102,6 +136,7 @@ SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "upstream": UpstreamConfig,
     "cache": CacheConfig,
+    "hosted": HostedConfig,
     "orgs": OrgsConfig,
 }
 
@@ -143,7 +178,13 @@ def _parse_str(value: Any) -> str:
 
 
 # Keys whose values are sizes or durations get the unit-aware parsers.
-_SIZE_KEYS = {"max_tarball_size", "max_registry_size", "max_size"}
+_SIZE_KEYS = {
+    "max_tarball_size",
+    "max_registry_size",
+    "max_size",
+    "max_unpacked_size",
+    "max_docs_size",
+}
 
 
 def _parse_key_lists(value: Any) -> dict[str, tuple[str, ...]]:
@@ -168,6 +209,8 @@ def _parse_key_lists(value: Any) -> dict[str, tuple[str, ...]]:
 
 
 def _parser_for(name: str, kind: Any) -> Callable[[Any], Any]:
+    if name == "repos":
+        return _parse_repos
     if name == "keys":
         return _parse_key_lists
     if name in _SIZE_KEYS:
@@ -179,6 +222,35 @@ def _parser_for(name: str, kind: Any) -> Callable[[Any], Any]:
     if kind in ("float", float):
         return parse_duration
     return _parse_str
+
+
+# How API keys appear in the configuration: never in clear (hosted/keys.py).
+_KEY_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_REPO_FIELDS = {f.name for f in dataclasses.fields(HostedRepoConfig)}
+
+
+def _parse_repos(value: Any) -> tuple[HostedRepoConfig, ...]:
+    """``[[hosted.repos]]`` tables; only a config file can give them."""
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ValueError("expected [[hosted.repos]] tables (set them in the config file)")
+    repos = []
+    for table in value:
+        unknown = set(table) - _REPO_FIELDS
+        if unknown:
+            raise ValueError(f"unknown key {sorted(unknown)[0]!r} in a [[hosted.repos]] table")
+        if not isinstance(table.get("name"), str):
+            raise ValueError("every [[hosted.repos]] table needs a name")
+        keys = {k: _parse_key_list(k, table.get(k, [])) for k in ("read_keys", "write_keys")}
+        repos.append(
+            HostedRepoConfig(table["name"], _parse_str(table.get("private_key", "")), **keys)
+        )
+    return tuple(repos)
+
+
+def _parse_key_list(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f'{name}: expected a list of "sha256:..." strings')
+    return tuple(v.lower() for v in value)
 
 
 def _coerce(section: str, key: str, value: Any) -> Any:
@@ -245,6 +317,8 @@ def load_config(
         sections[section][key] = _coerce(section, key, value)
     if not sections["cache"].get("dir"):
         sections["cache"]["dir"] = default_cache_dir(env)
+    if not sections["hosted"].get("dir"):
+        sections["hosted"]["dir"] = default_hosted_dir(env)
     config = Config(**{name: SECTIONS[name](**vals) for name, vals in sections.items()})
     validate(config)
     return config
@@ -298,6 +372,7 @@ def validate(config: Config) -> None:
     for key in ("max_tarball_size", "max_registry_size"):
         _check(getattr(upstream, key) > 0, f"[upstream] {key}", "must be greater than 0")
     _check(cache.registry_ttl >= 0, "[cache] registry_ttl", "must not be negative")
+    validate_hosted(config)
     _validate_orgs(config.orgs, upstream.repo_name)
     read_key_file("[upstream] public_key", upstream.public_key)
     read_key_file("[upstream] installs_public_key", upstream.installs_public_key)
@@ -316,6 +391,42 @@ def read_key_file(setting: str, path: str) -> bytes | None:
     except ValueError as exc:
         raise ConfigError(f"{setting}: {path}: {exc}") from None
     return pem
+
+
+def validate_hosted(config: Config) -> None:
+    hosted = config.hosted
+    for key in ("max_tarball_size", "max_unpacked_size", "max_docs_size"):
+        _check(getattr(hosted, key) > 0, f"[hosted] {key}", "must be greater than 0")
+    names = [r.name for r in hosted.repos]
+    for repo in hosted.repos:
+        where = f"[[hosted.repos]] {repo.name!r}"
+        _check(_valid_repo_name(repo.name), where, "name must be lowercase letters, digits, _")
+        _check(
+            repo.name != config.upstream.repo_name,
+            where,
+            f"{repo.name!r} is the mirrored repository's name",
+        )
+        _check(names.count(repo.name) == 1, where, "is configured twice")
+        for digest in (*repo.read_keys, *repo.write_keys):
+            _check(
+                _KEY_DIGEST.fullmatch(digest) is not None,
+                where,
+                'keys must be "sha256:" + 64 hex digits',
+            )
+    if hosted.repos:
+        data, cache = Path(hosted.dir).resolve(), config.cache_dir.resolve()
+        overlap = data == cache or cache in data.parents or data in cache.parents
+        _check(not overlap, "[hosted] dir", "must not be inside the cache directory or hold it")
+
+
+def _valid_repo_name(name: str) -> bool:
+    return (
+        bool(name)
+        and len(name) <= 64
+        and name[0].isascii()
+        and name[0].islower()
+        and all(c.isascii() and (c.islower() or c.isdigit() or c == "_") for c in name)
+    )
 
 
 def _validate_orgs(orgs: OrgsConfig, repo_name: str) -> None:

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from ..cache.wiring import build_cache
 from ..config import Config, load_public_key_pem
+from ..hosted import Hosted
 from ..orgs import org_repos_beside
-from . import hex_api, middleware, ops, orgs, routes
+from . import hex_api, hosted_api, hosted_ops, hosted_repo, middleware, ops, orgs, routes
 from .state import CACHE, CONFIG, ORGS, PUBLIC_KEY_PEM
 
 
@@ -40,5 +41,12 @@ def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
     routes.add_routes(app)
     orgs.add_routes(app)  # /repos/ORG/...: hex.pm organizations
     hex_api.add_routes(app)  # the few /api/ calls mix makes for organization keys
+    if config.hosted.repos:
+        # Opening creates each repository's tree and signing key on first start.
+        app[hosted_repo.HOSTED] = Hosted.open(config)
+        hosted_repo.add_routes(app)
+        hosted_api.add_routes(app)
     ops.setup(app)  # operator endpoints, request metrics, background LRU eviction
+    if config.hosted.repos:
+        hosted_ops.setup(app, app[ops.METRICS].registry)
     return app

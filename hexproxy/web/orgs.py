@@ -33,8 +33,9 @@ from .responses import (
     file_headers,
     if_none_match,
     metadata_headers,
+    open_stored,
 )
-from .routes import open_stored, stream_download
+from .routes import stream_download
 from .state import CACHE, CONFIG, ORGS
 
 PRIVATE = "private, no-cache"

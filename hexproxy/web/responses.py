@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ..cache.entries import Answer, Entry, Status, StoredFile
 from ..store.cachekey import CacheKey, Kind
+from ..store.diskio import open_fd
 
 OCTET = "application/octet-stream"
 STALE_WARNING = '110 hexproxy "Response is Stale"'
@@ -105,3 +106,13 @@ class SendfileResponse(web.StreamResponse):
             file.close()
         await super().write_eof()
         return writer
+
+
+async def open_stored(stored: StoredFile) -> BinaryIO | None:
+    """The stored file, opened in a thread; None if it is gone."""
+    try:
+        fd = await open_fd(stored.path)
+    except FileNotFoundError:
+        return None
+    # Wraps the open descriptor (no I/O); the response closes it.
+    return open(fd, "rb", closefd=True)  # noqa: ASYNC230

@@ -9,11 +9,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from email.utils import formatdate
-from typing import BinaryIO
 
 from aiohttp import web
 
-from ..cache.entries import Status, StoredFile
+from ..cache.entries import Status
 from ..cache.policy import Cache
 from ..errors import HexproxyError, UpstreamUnavailable
 from ..registry import parse_docs_filename, parse_tarball_filename
@@ -26,7 +25,6 @@ from ..store.cachekey import (
     package_key,
     tarball_key,
 )
-from ..store.diskio import open_fd
 from ..upstream.download import Download
 from .ops import METRICS
 from .responses import (
@@ -37,6 +35,7 @@ from .responses import (
     file_headers,
     if_none_match,
     metadata_response,
+    open_stored,
 )
 from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
 
@@ -106,16 +105,6 @@ async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:
             return SendfileResponse(got, headers, file)
         cache.forget(key)
     raise UpstreamUnavailable(f"{key} keeps vanishing from the cache; try again")
-
-
-async def open_stored(stored: StoredFile) -> BinaryIO | None:
-    """The stored file, opened in a thread; None if it is gone."""
-    try:
-        fd = await open_fd(stored.path)
-    except FileNotFoundError:
-        return None
-    # Wraps the open descriptor (no I/O); the response closes it.
-    return open(fd, "rb", closefd=True)  # noqa: ASYNC230
 
 
 async def _in_flight(request: web.Request, cache: Cache, download: Download) -> web.StreamResponse:
