@@ -38,9 +38,11 @@ def test_readme_table_lists_every_config_key() -> None:
 # Defaults the table describes in words instead of a value.
 DESCRIBED = {
     "cache.dir",
+    "hosted.dir",
     "upstream.public_key",
     "upstream.installs_public_key",
     "orgs.keys",
+    "hosted.repos",
 }
 
 
