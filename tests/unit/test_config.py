@@ -7,12 +7,14 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from hexproxy.cli import main
-from hexproxy.config import SECTIONS, Config, load_config
+from hexproxy.config import SECTIONS, Config, load_config, load_public_key_pem
 from hexproxy.errors import ConfigError
 from hexproxy.registry import HEXPM_PUBLIC_KEY_PEM
 from tests.support.fixtures import FIXTURES, REPO_ROOT
+from tests.support.keys import test_private_key
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -97,12 +99,20 @@ def test_public_key_that_is_not_a_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "pem",
-    [FIXTURES / "phoenix-tree" / "public_key", FIXTURES / "hexpm-signed" / "hexpm_public_key.pem"],
+    ("form", "header"),
+    [
+        (PublicFormat.PKCS1, b"-----BEGIN RSA PUBLIC KEY-----"),  # what mix hex.registry writes
+        (PublicFormat.SubjectPublicKeyInfo, b"-----BEGIN PUBLIC KEY-----"),
+    ],
 )
-def test_both_pem_forms_load(pem: Path) -> None:
-    config = load_config(None, {}, {("upstream", "public_key"): str(pem)})
-    assert config.upstream.public_key == str(pem)
+def test_both_pem_forms_load(tmp_path: Path, form: PublicFormat, header: bytes) -> None:
+    pem = test_private_key().public_key().public_bytes(Encoding.PEM, form)
+    assert pem.startswith(header)
+    path = tmp_path / "key.pem"
+    path.write_bytes(pem)
+    config = load_config(None, {}, {("upstream", "public_key"): str(path)})
+    assert config.upstream.public_key == str(path)
+    assert load_public_key_pem(config) == pem
 
 
 def test_cli_config_error_is_one_line_and_exit_2(
@@ -137,5 +147,6 @@ def test_example_config_documents_every_key_with_its_default() -> None:
         assert got == want, section
 
 
+@pytest.mark.real_data
 def test_builtin_key_is_hexpm() -> None:
     assert (FIXTURES / "hexpm-signed" / "hexpm_public_key.pem").read_bytes() == HEXPM_PUBLIC_KEY_PEM
