@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -121,9 +120,12 @@ async def test_black_holed_upstream_opens_the_circuit(make_proxy: ProxyFactory) 
             response = await proxy.get(f"/packages/{name}")
             timings.append(time.monotonic() - started)
             assert (response.status, response.headers["X-Cache"]) == (200, "STALE")
-        assert proxy.app[CACHE].upstream.repository.breaker.state.value == "paused"
-        assert max(timings[3:]) < 0.2, timings  # once open, no waiting at all
-        assert sum(timings) < 5, timings
+        breaker = proxy.app[CACHE].upstream.repository.breaker
+        assert breaker.state.value == "paused"
+        # Each wait that runs out counts one failure: three opened the circuit, and
+        # none came after, so no later request waited for the hole.
+        assert breaker.failures == 3
+        assert max(timings) < 10, timings  # a hang guard: read_timeout is 30 s
         await proxy.close()
     finally:
         await hole.close()
@@ -133,7 +135,7 @@ async def test_circuit_closes_again_after_the_pause(
     make_proxy: ProxyFactory, upstream: Upstream
 ) -> None:
     proxy = await make_proxy(
-        cache__registry_ttl=0, upstream__failure_threshold=2, upstream__retry_after=0.3
+        cache__registry_ttl=0, upstream__failure_threshold=2, upstream__retry_after=60
     )
     await _warm(proxy)
     upstream.repo.fail("500")
@@ -145,7 +147,8 @@ async def test_circuit_closes_again_after_the_pause(
     assert (await proxy.get("/packages/alpha")).headers["X-Cache"] == "STALE"
     assert upstream.repo.count("/packages/alpha") == calls  # paused: not asked
     upstream.repo.heal()
-    await asyncio.sleep(0.35)
+    later = breaker.clock() + 60  # the pause is over
+    breaker.clock = lambda: later
     response = await proxy.get("/packages/alpha")
     assert response.headers["X-Cache"] == "REVALIDATED"
     assert breaker.state.value == "up"
