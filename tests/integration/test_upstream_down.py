@@ -121,9 +121,12 @@ async def test_black_holed_upstream_opens_the_circuit(make_proxy: ProxyFactory) 
             response = await proxy.get(f"/packages/{name}")
             timings.append(time.monotonic() - started)
             assert (response.status, response.headers["X-Cache"]) == (200, "STALE")
-        assert proxy.app[CACHE].upstream.repository.breaker.state.value == "paused"
-        assert max(timings[3:]) < 0.2, timings  # once open, no waiting at all
-        assert sum(timings) < 5, timings
+        breaker = proxy.app[CACHE].upstream.repository.breaker
+        assert breaker.state.value == "paused"
+        # Each wait that runs out counts one failure: three opened the circuit, and
+        # none came after, so no later request waited for the hole.
+        assert breaker.failures == 3
+        assert max(timings) < 10, timings  # a hang guard: read_timeout is 30 s
         await proxy.close()
     finally:
         await hole.close()
