@@ -4,29 +4,51 @@ around as a frozen value (never read from globals or the environment later).
 
 Every key is a field below; ``config.example.toml`` documents each one and a
 test keeps the two in step.
+
+The file is the operator's own, so an unknown key in it is an error. The
+environment is shared with whatever else runs there: an unknown ``HEXPROXY_*``
+variable is a warning (naming the closest setting), and the variables Kubernetes
+injects for a Service named ``hexproxy...`` are ignored without a word.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
+import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .registry import HEXPM_PUBLIC_KEY_PEM, is_valid_name, is_valid_org, load_public_key
 from .units import parse_duration, parse_size
 
 MiB = 1024 * 1024
+
+log = logging.getLogger("hexproxy.config")
+
+ENV_PREFIX = "HEXPROXY_"
+CONFIG_ENV = "HEXPROXY_CONFIG"  # the config file's path, read by the CLI
 
 
 def default_cache_dir(env: Mapping[str, str]) -> str:
     """``$XDG_CACHE_HOME/hexproxy``, else ``~/.cache/hexproxy``."""
     base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".cache")
     return str(Path(base) / "hexproxy")
+
+
+def default_hosted_dir(env: Mapping[str, str]) -> str:
+    """``$XDG_DATA_HOME/hexproxy/hosted``, else ``~/.local/share/hexproxy/hosted``: data,
+    not cache, so nothing that clears caches takes the company's packages with it."""
+    home = Path(env.get("HOME", "~")).expanduser()
+    base = env.get("XDG_DATA_HOME") or str(home / ".local" / "share")
+    return str(Path(base) / "hexproxy" / "hosted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +72,7 @@ class ServerConfig:
 class UpstreamConfig:
     url: str = "https://repo.hex.pm"
     builds_url: str = "https://builds.hex.pm"
+    api_url: str = "https://hex.pm/api"
     repo_name: str = "hexpm"
     public_key: str = ""
     installs_public_key: str = ""
@@ -58,6 +81,7 @@ class UpstreamConfig:
     read_timeout: float = 10.0
     total_timeout: float = 300.0
     stale_timeout: float = 1.0
+    inflight_wait: float = 5.0
     failure_threshold: int = 3
     retry_after: float = 30.0
     max_tarball_size: int = 16 * MiB
@@ -73,10 +97,48 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HostedRepoConfig:
+    """One ``[[hosted.repos]]`` entry: a repository hexproxy publishes and signs itself."""
+
+    name: str
+    # PEM file of its RSA signing key; empty: generated in hosted.dir/NAME on first use.
+    private_key: str = ""
+    # "sha256:HEX" digests of the API keys that may read (if any are set, reads need one)
+    # and that may publish (write implies read).
+    read_keys: tuple[str, ...] = ()
+    write_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HostedConfig:
+    dir: str = ""
+    max_tarball_size: int = 16 * MiB
+    max_unpacked_size: int = 128 * MiB
+    max_docs_size: int = 16 * MiB
+    repos: tuple[HostedRepoConfig, ...] = ()
+
+    def repo(self, name: str) -> HostedRepoConfig | None:
+        return next((r for r in self.repos if r.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgsConfig:
+    """hex.pm organizations (``/repos/ORG/...``): how long upstream's word on a key holds."""
+
+    auth_ttl: float = 300.0
+    offline_grace: float = 86400.0
+    # Organization -> hashes of the keys that may read it when the proxy is offline
+    # (``hexproxy orgs hash-key``); never the keys themselves.
+    keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    hosted: HostedConfig = field(default_factory=HostedConfig)
+    orgs: OrgsConfig = field(default_factory=OrgsConfig)
 
     @property
     def cache_dir(self) -> Path:
@@ -87,7 +149,12 @@ SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "upstream": UpstreamConfig,
     "cache": CacheConfig,
+    "hosted": HostedConfig,
+    "orgs": OrgsConfig,
 }
+
+# What a listed key hash looks like (see hexproxy.orgs.credentials.listed_hash).
+KEY_HASH = re.compile(r"\Ahmac-sha256:[0-9a-f]{64}\Z")
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -124,10 +191,41 @@ def _parse_str(value: Any) -> str:
 
 
 # Keys whose values are sizes or durations get the unit-aware parsers.
-_SIZE_KEYS = {"max_tarball_size", "max_registry_size", "max_size"}
+_SIZE_KEYS = {
+    "max_tarball_size",
+    "max_registry_size",
+    "max_size",
+    "max_unpacked_size",
+    "max_docs_size",
+}
+
+
+def _parse_key_lists(value: Any) -> dict[str, tuple[str, ...]]:
+    """``{org = ["hmac-sha256:..."]}`` from TOML, or ``org=HASH,HASH;org2=HASH`` from the
+    environment."""
+    if isinstance(value, str):
+        table: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in value.split(";"))):
+            org, sep, hashes = part.partition("=")
+            if not sep:
+                raise ValueError(f"expected ORG=HASH[,HASH...], got {part!r}")
+            table[org.strip()] = [h.strip() for h in hashes.split(",") if h.strip()]
+        value = table
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table of organization = [key hashes], got {value!r}")
+    parsed: dict[str, tuple[str, ...]] = {}
+    for org, hashes in value.items():
+        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+            raise ValueError(f"{org}: expected a list of key hashes")
+        parsed[org] = tuple(hashes)
+    return parsed
 
 
 def _parser_for(name: str, kind: Any) -> Callable[[Any], Any]:
+    if name == "repos":
+        return _parse_repos
+    if name == "keys":
+        return _parse_key_lists
     if name in _SIZE_KEYS:
         return parse_size
     if kind in ("bool", bool):
@@ -137,6 +235,35 @@ def _parser_for(name: str, kind: Any) -> Callable[[Any], Any]:
     if kind in ("float", float):
         return parse_duration
     return _parse_str
+
+
+# How API keys appear in the configuration: never in clear (hosted/keys.py).
+_KEY_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_REPO_FIELDS = {f.name for f in dataclasses.fields(HostedRepoConfig)}
+
+
+def _parse_repos(value: Any) -> tuple[HostedRepoConfig, ...]:
+    """``[[hosted.repos]]`` tables; only a config file can give them."""
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ValueError("expected [[hosted.repos]] tables (set them in the config file)")
+    repos = []
+    for table in value:
+        unknown = set(table) - _REPO_FIELDS
+        if unknown:
+            raise ValueError(f"unknown key {sorted(unknown)[0]!r} in a [[hosted.repos]] table")
+        if not isinstance(table.get("name"), str):
+            raise ValueError("every [[hosted.repos]] table needs a name")
+        keys = {k: _parse_key_list(k, table.get(k, [])) for k in ("read_keys", "write_keys")}
+        repos.append(
+            HostedRepoConfig(table["name"], _parse_str(table.get("private_key", "")), **keys)
+        )
+    return tuple(repos)
+
+
+def _parse_key_list(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f'{name}: expected a list of "sha256:..." strings')
+    return tuple(v.lower() for v in value)
 
 
 def _coerce(section: str, key: str, value: Any) -> Any:
@@ -169,18 +296,56 @@ def _file_values(path: Path) -> dict[tuple[str, str], Any]:
     return values
 
 
-def _env_values(env: Mapping[str, str]) -> dict[tuple[str, str], Any]:
+def env_names() -> dict[str, tuple[str, str]]:
+    """Every setting's variable name (``HEXPROXY_CACHE_REGISTRY_TTL``) -> (section, key)."""
+    return {
+        f"{ENV_PREFIX}{section}_{f.name}".upper(): (section, f.name)
+        for section, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+    }
+
+
+# Kubernetes gives every pod these for each Service in its namespace, named after the
+# Service: "hexproxy" yields HEXPROXY_SERVICE_HOST, HEXPROXY_SERVICE_PORT(_<PORT NAME>),
+# HEXPROXY_PORT=tcp://10.96.0.12:4000 and HEXPROXY_PORT_4000_TCP(_PROTO|_PORT|_ADDR);
+# "hexproxy-metrics" yields the same with HEXPROXY_METRICS_ in front. Only the plain
+# *_PORT form could be a setting someone typed, so it is recognised by its URL value.
+_SERVICE_LINK = re.compile(
+    r"HEXPROXY(?:_\w+?)?_(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?"
+    r"|PORT_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)"
+)
+_SERVICE_LINK_URL = re.compile(r"(?:tcp|udp|sctp)://\S+")
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """Whether ``name=value`` looks like a variable Kubernetes injected for a Service."""
+    if _SERVICE_LINK.fullmatch(name):
+        return True
+    return name.endswith("_PORT") and _SERVICE_LINK_URL.fullmatch(value) is not None
+
+
+def unknown_variable(name: str, known: Iterable[str]) -> str:
+    """The warning for a ``HEXPROXY_*`` variable that is no setting, with the closest one."""
+    # Compare what follows the prefix: every name shares it, which would make anything
+    # look close to everything.
+    rest = name.upper().removeprefix(ENV_PREFIX)
+    candidates = {n.removeprefix(ENV_PREFIX): n for n in known}
+    close = difflib.get_close_matches(rest, list(candidates), n=1)
+    hint = f" (did you mean {candidates[close[0]]}?)" if close else ""
+    return f"{name} is not a hexproxy setting; ignored{hint}"
+
+
+def _env_values(env: Mapping[str, str], warn: Callable[[str], None]) -> dict[tuple[str, str], Any]:
+    known = env_names()
     values: dict[tuple[str, str], Any] = {}
     for name, value in env.items():
-        if not name.startswith("HEXPROXY_"):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
-        if name == "HEXPROXY_CONFIG":  # the config file's path, read by the CLI
-            continue
-        rest = name.removeprefix("HEXPROXY_").lower()
-        section, _, key = rest.partition("_")
-        if section not in SECTIONS:
-            raise ConfigError(f"{name}: unknown section {section!r}")
-        values[(section, key)] = value
+        setting = known.get(name.upper())
+        if setting is not None:
+            values[setting] = value
+        elif not is_service_link(name, value):
+            warn(unknown_variable(name, [*known, CONFIG_ENV]))
     return values
 
 
@@ -188,13 +353,18 @@ def load_config(
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[tuple[str, str], Any] | None = None,
+    *,
+    warn: Callable[[str], None] = log.warning,
 ) -> Config:
-    """Build the one Config the process runs with; ConfigError names the bad key."""
+    """Build the one Config the process runs with; ConfigError names the bad key.
+
+    ``warn`` receives one line for each ``HEXPROXY_*`` variable that is no setting.
+    """
     env = os.environ if env is None else env
     layered: dict[tuple[str, str], Any] = {}
     if path is not None:
         layered.update(_file_values(path))
-    layered.update(_env_values(env))
+    layered.update(_env_values(env, warn))
     layered.update(overrides or {})
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for (section, key), value in layered.items():
@@ -203,6 +373,8 @@ def load_config(
         sections[section][key] = _coerce(section, key, value)
     if not sections["cache"].get("dir"):
         sections["cache"]["dir"] = default_cache_dir(env)
+    if not sections["hosted"].get("dir"):
+        sections["hosted"]["dir"] = default_hosted_dir(env)
     config = Config(**{name: SECTIONS[name](**vals) for name, vals in sections.items()})
     validate(config)
     return config
@@ -225,8 +397,6 @@ def _check_url(key: str, url: str) -> None:
 
 def validate(config: Config) -> None:
     """Reject values that would only fail later, at request time."""
-    from .registry import is_valid_name
-
     server, upstream, cache = config.server, config.upstream, config.cache
     try:
         split_listen(server.listen)
@@ -240,36 +410,101 @@ def validate(config: Config) -> None:
     )
     _check_url("[upstream] url", upstream.url)
     _check_url("[upstream] builds_url", upstream.builds_url)
+    _check_url("[upstream] api_url", upstream.api_url)
     _check(
         is_valid_name(upstream.repo_name),
         "[upstream] repo_name",
         f"not a valid repository name: {upstream.repo_name!r}",
     )
-    for key in ("connect_timeout", "read_timeout", "total_timeout", "stale_timeout"):
+    for key in (
+        "connect_timeout",
+        "read_timeout",
+        "total_timeout",
+        "stale_timeout",
+        "inflight_wait",
+    ):
         _check(getattr(upstream, key) > 0, f"[upstream] {key}", "must be greater than 0")
     _check(upstream.failure_threshold >= 1, "[upstream] failure_threshold", "must be at least 1")
     for key in ("max_tarball_size", "max_registry_size"):
         _check(getattr(upstream, key) > 0, f"[upstream] {key}", "must be greater than 0")
     _check(cache.registry_ttl >= 0, "[cache] registry_ttl", "must not be negative")
-    load_public_key_pem(config)
-    from .installs import load_installs_public_key_pem
+    validate_hosted(config)
+    _validate_orgs(config.orgs, upstream.repo_name)
+    read_key_file("[upstream] public_key", upstream.public_key)
+    read_key_file("[upstream] installs_public_key", upstream.installs_public_key)
 
-    load_installs_public_key_pem(config)
+
+def read_key_file(setting: str, path: str) -> bytes | None:
+    """The PEM in the file a key setting names, checked to load; None when it names none."""
+    if not path:
+        return None
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    try:
+        load_public_key(pem)
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: {path}: {exc}") from None
+    return pem
+
+
+def validate_hosted(config: Config) -> None:
+    hosted = config.hosted
+    for key in ("max_tarball_size", "max_unpacked_size", "max_docs_size"):
+        _check(getattr(hosted, key) > 0, f"[hosted] {key}", "must be greater than 0")
+    names = [r.name for r in hosted.repos]
+    for repo in hosted.repos:
+        where = f"[[hosted.repos]] {repo.name!r}"
+        _check(_valid_repo_name(repo.name), where, "name must be lowercase letters, digits, _")
+        _check(
+            repo.name != config.upstream.repo_name,
+            where,
+            f"{repo.name!r} is the mirrored repository's name",
+        )
+        _check(names.count(repo.name) == 1, where, "is configured twice")
+        for digest in (*repo.read_keys, *repo.write_keys):
+            _check(
+                _KEY_DIGEST.fullmatch(digest) is not None,
+                where,
+                'keys must be "sha256:" + 64 hex digits',
+            )
+    if hosted.repos:
+        data, cache = Path(hosted.dir).resolve(), config.cache_dir.resolve()
+        overlap = data == cache or cache in data.parents or data in cache.parents
+        _check(not overlap, "[hosted] dir", "must not be inside the cache directory or hold it")
+
+
+def _valid_repo_name(name: str) -> bool:
+    return (
+        bool(name)
+        and len(name) <= 64
+        and name[0].isascii()
+        and name[0].islower()
+        and all(c.isascii() and (c.islower() or c.isdigit() or c == "_") for c in name)
+    )
+
+
+def _validate_orgs(orgs: OrgsConfig, repo_name: str) -> None:
+    _check(orgs.auth_ttl >= 0, "[orgs] auth_ttl", "must not be negative")
+    _check(orgs.offline_grace >= 0, "[orgs] offline_grace", "must not be negative")
+    for org, hashes in orgs.keys.items():
+        _check(
+            is_valid_org(org) and org != repo_name,
+            "[orgs] keys",
+            f"not an organization name: {org!r}",
+        )
+        for value in hashes:
+            _check(
+                bool(KEY_HASH.match(value)),
+                "[orgs] keys",
+                f"{org}: expected hmac-sha256:<64 hex digits> (hexproxy orgs hash-key), "
+                f"got {value[:20]!r}",
+            )
 
 
 def load_public_key_pem(config: Config) -> bytes:
     """The PEM the registry is verified with: the configured file, else hexpm's key."""
-    from .registry import HEXPM_PUBLIC_KEY_PEM, load_public_key
-
-    if not config.upstream.public_key:
-        return HEXPM_PUBLIC_KEY_PEM
-    path = Path(config.upstream.public_key)
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"[upstream] public_key: cannot read {path}: {exc.strerror}") from None
-    try:
-        load_public_key(pem)
-    except ValueError as exc:
-        raise ConfigError(f"[upstream] public_key: {path}: {exc}") from None
-    return pem
+    return (
+        read_key_file("[upstream] public_key", config.upstream.public_key) or HEXPM_PUBLIC_KEY_PEM
+    )

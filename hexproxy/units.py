@@ -7,6 +7,7 @@ inside hexproxy works in bytes and seconds.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 _SIZE_UNITS = {
     "": 1,
@@ -30,32 +31,29 @@ _NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 
 def parse_size(value: str | int | float) -> int:
     """Bytes from ``1048576``, ``"512MiB"``, ``"20GB"``; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a size, got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"size must not be negative, got {value!r}")
-        return int(value)
-    match = _NUMBER_UNIT.fullmatch(value)
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _SIZE_UNITS:
-        raise ValueError(f"expected a size such as 512MiB or 20GB, got {value!r}")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    return int(_parse(value, _SIZE_UNITS, "size", "512MiB or 20GB"))
 
 
 def parse_duration(value: str | int | float) -> float:
     """Seconds from ``300``, ``"90s"``, ``"5m"``, ``"12h"``, ``"30d"``; ValueError otherwise."""
+    return float(_parse(value, _DURATION_UNITS, "duration", "30s, 5m, 12h or 7d"))
+
+
+def _parse(
+    value: str | int | float, units: Mapping[str, int | float], what: str, examples: str
+) -> int | float:
+    """A plain number as it is, or NUMBER UNIT scaled by ``units``."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration, got {value!r}")
+        raise ValueError(f"expected a {what}, got {value!r}")
     if isinstance(value, int | float):
         if value < 0:
-            raise ValueError(f"duration must not be negative, got {value!r}")
-        return float(value)
+            raise ValueError(f"{what} must not be negative, got {value!r}")
+        return value
     match = _NUMBER_UNIT.fullmatch(value)
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _DURATION_UNITS:
-        raise ValueError(f"expected a duration such as 30s, 5m, 12h or 7d, got {value!r}")
-    return float(match.group(1)) * _DURATION_UNITS[unit]
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in units:
+        raise ValueError(f"expected a {what} such as {examples}, got {value!r}")
+    return float(match.group(1)) * units[unit]
 
 
 def format_size(size: int) -> str:
@@ -66,3 +64,11 @@ def format_size(size: int) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def format_duration(seconds: float) -> str:
+    """Short duration for humans, in the largest whole unit: ``45s``, ``5m``, ``3h``, ``2d``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"

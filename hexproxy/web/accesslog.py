@@ -30,7 +30,7 @@ class AccessLog:
         self.lines: list[str] = []
         self._flush_scheduled = False
         self._second = -1
-        self._prefix = ""
+        self._second_text = ""
 
     def line(
         self, remote: str | None, method: str, path: str, status: int, cache: str, size: int,
@@ -52,8 +52,8 @@ class AccessLog:
             )
         else:
             text = (
-                f'{self._prefix_now()}{remote} "{method} {path}" {status} {cache} {size}B '
-                f"{seconds * 1000:.1f}ms"
+                f'{self._stamp()} INFO hexproxy.access: {remote} "{method} {path}" {status} '
+                f"{cache} {size}B {seconds * 1000:.1f}ms"
             )
         self.lines.append(text)
         if len(self.lines) >= FLUSH_LINES:
@@ -62,17 +62,14 @@ class AccessLog:
             self._schedule()
 
     def _stamp(self) -> str:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-            self._prefix = f"{stamp} INFO hexproxy.access: "
-            self._stamp_text = stamp
-        return self._stamp_text
-
-    def _prefix_now(self) -> str:
-        self._stamp()
-        return self._prefix
+        """Now, as the log formatters write it (``2026-11-26 10:09:44,123``); the strftime
+        is done once per second."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._second_text},{int((now - second) * 1000):03d}"
 
     def _schedule(self) -> None:
         try:

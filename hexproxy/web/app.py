@@ -1,34 +1,19 @@
-"""Wiring: the one place that builds the proxy's parts and connects them."""
+"""The aiohttp application: the cache (built in ``cache.wiring``), hex.pm organizations'
+repositories beside it (``orgs``), routes and ops endpoints."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..breaker import CircuitBreaker
-from ..cache import Cache
+from ..cache.wiring import build_cache
 from ..config import Config, load_public_key_pem
-from ..registry import load_public_key
-from ..storage import FileStorage
-from ..upstream import Upstream
-from . import middleware, ops, routes
-from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
-
-
-def build_cache(config: Config) -> Cache:
-    """The policy object and what it stands on (no I/O yet, no event loop needed).
-
-    Order: the verifying key first (a bad key must stop us before we serve),
-    then storage, then the upstream client behind its circuit breaker, then the
-    cache that ties them together.
-    """
-    pem = load_public_key_pem(config)
-    key = load_public_key(pem)
-    storage = FileStorage(config.cache_dir)
-    breaker = CircuitBreaker(config.upstream.failure_threshold, config.upstream.retry_after)
-    upstream = Upstream(config.upstream, breaker)
-    return Cache(config, storage, upstream, key)
+from ..hosted import Hosted
+from ..orgs import org_repos_beside
+from . import hex_api, hosted_api, hosted_ops, hosted_repo, middleware, ops, orgs, routes
+from .state import CACHE, CONFIG, ORGS, PUBLIC_KEY_PEM
 
 
 def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
@@ -37,19 +22,31 @@ def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
     app[PUBLIC_KEY_PEM] = load_public_key_pem(config)
     cache = build_cache(config)
     app[CACHE] = cache
+    org_repos = org_repos_beside(cache)
+    app[ORGS] = org_repos
 
     async def resources(_: web.Application) -> AsyncIterator[None]:
         # Temp files left by a crash are swept before the first request. With
         # several workers the parent does this once, before they start.
         if sweep_temp:
-            cache.storage.prepare()
+            await asyncio.to_thread(cache.storage.prepare)
         else:
-            cache.storage.tmp.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(cache.storage.tmp.mkdir, parents=True, exist_ok=True)
         await cache.upstream.start()
         yield
+        await org_repos.close()  # before the cache closes the upstream client they share
         await cache.close()
 
     app.cleanup_ctx.append(resources)
     routes.add_routes(app)
+    orgs.add_routes(app)  # /repos/ORG/...: hex.pm organizations
+    hex_api.add_routes(app)  # the few /api/ calls mix makes for organization keys
+    if config.hosted.repos:
+        # Opening creates each repository's tree and signing key on first start.
+        app[hosted_repo.HOSTED] = Hosted.open(config)
+        hosted_repo.add_routes(app)
+        hosted_api.add_routes(app)
     ops.setup(app)  # operator endpoints, request metrics, background LRU eviction
+    if config.hosted.repos:
+        hosted_ops.setup(app, app[ops.METRICS].registry)
     return app

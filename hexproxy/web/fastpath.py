@@ -33,19 +33,19 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, cast
 
-from ..cache import Cache
-from ..cachekey import CacheKey, Kind, key_for_path
-from ..entries import Entry, Status, StoredFile
+from ..cache.entries import Entry, Status, StoredFile
+from ..cache.policy import Cache
 from ..errors import HexproxyError
+from ..store.cachekey import CacheKey, Kind, key_for_request_path
 from .accesslog import AccessLog
 from .requesthead import HeadReader, RequestHead, etag_matches, plain_start
-from .responses import file_headers, small_headers
+from .responses import file_headers, metadata_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from ..metrics import Traffic
+    from .metrics import Traffic
 
 _OK = b"HTTP/1.1 200 OK\r\n"
 _NOT_MODIFIED = b"HTTP/1.1 304 Not Modified\r\n"
@@ -89,10 +89,10 @@ class FastPath:
         ttl: float,
         access_log: AccessLog | None,
         traffic: Traffic | None,
-        touch: Callable[[str], None] | None = None,
+        accessed: Callable[[str], None] | None = None,
     ) -> None:
         self.cache = cache
-        self.touch = touch  # records the access time eviction orders by
+        self.accessed = accessed  # records the access time eviction orders by
         self.ttl = ttl
         self.access_log = access_log
         self.traffic = traffic
@@ -161,8 +161,8 @@ class FastPath:
                 traffic.bytes[prepared.route] += size
             if prepared.package is not None:
                 traffic.packages[prepared.package] += 1
-        if prepared.key.kind is Kind.TARBALL and self.touch is not None:
-            self.touch(path)
+        if prepared.key.kind is Kind.TARBALL and self.accessed is not None:
+            self.accessed(path)
         if self.access_log is not None:
             seconds = time.perf_counter() - started
             user_agent = request.user_agent.decode("ascii")
@@ -172,18 +172,18 @@ class FastPath:
 def _key_for(target: bytes) -> CacheKey | None:
     """The key of a target the fast path serves, by the one mapping the routes use."""
     try:
-        key = key_for_path(target.decode("ascii"))
+        key = key_for_request_path(target.decode("ascii"))
     except HexproxyError:
         return None  # aiohttp answers it (400)
     return key if key is not None and key.kind in _ROUTES else None
 
 
-def _prepare(found: Entry | StoredFile, ttl: float, fresh_until: float) -> Prepared:
+def _prepare(found: Entry[object] | StoredFile, ttl: float, fresh_until: float) -> Prepared:
     if isinstance(found, StoredFile):
         headers = file_headers(found, Status.HIT)
         size = found.size
     else:
-        headers = small_headers(found, Status.HIT, ttl)
+        headers = metadata_headers(found, Status.HIT, ttl)
         size = len(found.body)
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     extra = f"Content-Length: {size}\r\nServer: hexproxy\r\n"
@@ -327,18 +327,18 @@ class FastPathProtocol(asyncio.Protocol):
         self.transport.write(out)
         status = 304 if not_modified else 200
         size = prepared.size if get and not not_modified else 0
-        done = _Done(self, request, status, size, started, prepared)
+        reply = _Reply(self, request, status, size, started, prepared)
         sent = self._sendfile_now(fd, size) if fd >= 0 else size
         if sent < 0:
             return True  # the client is gone; the transport is closed
         if sent < size:
             self.busy = True
-            task = asyncio.get_running_loop().create_task(self._sendfile(fd, sent, size, done))
+            task = asyncio.get_running_loop().create_task(self._sendfile(fd, sent, size, reply))
             self.sending = task
         else:
             if fd >= 0:
                 os.close(fd)
-            done.finish()
+            reply.finish()
         return True
 
     def _sendfile_now(self, fd: int, size: int) -> int:
@@ -360,6 +360,9 @@ class FastPathProtocol(asyncio.Protocol):
 
     @staticmethod
     def _open(path: Path, size: int) -> int:
+        # Synchronous on purpose, the one disk call the fast path makes: a file this
+        # process just served has its inode cached, and a thread hop would cost more than
+        # the answer (bench/). Everything else on the fast path is in memory.
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
@@ -369,7 +372,7 @@ class FastPathProtocol(asyncio.Protocol):
             return -1
         return fd
 
-    async def _sendfile(self, fd: int, offset: int, size: int, done: _Done) -> None:
+    async def _sendfile(self, fd: int, offset: int, size: int, reply: _Reply) -> None:
         try:
             with open(fd, "rb", closefd=True) as file:  # noqa: ASYNC230 (wraps an open fd)
                 if self.transport is None:
@@ -383,7 +386,7 @@ class FastPathProtocol(asyncio.Protocol):
         finally:
             self.busy = False
             self.sending = None
-        done.finish()
+        reply.finish()
         self._serve()
 
     def _hand_over(self) -> None:
@@ -432,8 +435,9 @@ class FastPathProtocol(asyncio.Protocol):
             self._serve()
 
 
-class _Done:
-    """What to do once an answer has been sent: log it, count it, close if asked."""
+class _Reply:
+    """One answer on its way: once it is sent, ``finish`` logs and counts it, and closes
+    the connection if the client asked."""
 
     __slots__ = ("prepared", "protocol", "request", "size", "started", "status")
 

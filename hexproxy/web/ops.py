@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..cache import Cache
-from ..eviction import Evictor
-from ..metrics import Metrics
-from ..storage import FileStorage
-from . import status_page
+from ..cache.policy import Cache
+from ..store.eviction import Evictor
+from ..store.storage import FileStorage
+from ..upstream.client import Host
+from . import hosted_ops, status_page
+from .metrics import Metrics
 from .state import CACHE
 
 PREFIX = "/_hexproxy"
@@ -47,11 +48,11 @@ def cache_writable(storage: FileStorage) -> bool:
     return True
 
 
-def upstream_summary(cache: Cache) -> str:
-    """up / down / paused / offline, with the reason when it is not up."""
+def upstream_summary(cache: Cache, host: Host) -> str:
+    """up / down / paused / offline for one upstream host, with the reason when not up."""
     if cache.offline:
         return "offline (serving from the cache only)"
-    breaker = cache.upstream.breaker
+    breaker = host.breaker
     state = breaker.state.value
     if state == "paused":
         return f"paused for {breaker.seconds_until_retry():.0f}s more: {breaker.last_error}"
@@ -61,16 +62,17 @@ def upstream_summary(cache: Cache) -> str:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 200 while the cache directory takes writes; the body says how upstream is.
+    """Readiness: 200 while the cache directory takes writes; the body says how each
+    upstream host is (one line each, its circuit breaker's state).
 
     An unreachable upstream does not make the proxy unready: it still serves what is cached.
     """
     cache = request.app[CACHE]
     writable = await asyncio.to_thread(cache_writable, cache.storage)
-    body = (
-        f"cache: {'writable' if writable else 'NOT writable'} ({cache.storage.root})\n"
-        f"upstream: {upstream_summary(cache)}\n"
-    )
+    lines = [f"cache: {'writable' if writable else 'NOT writable'} ({cache.storage.root})"]
+    for host in cache.upstream.hosts:
+        lines.append(f"upstream {host.name}: {upstream_summary(cache, host)}")
+    body = "".join(line + "\n" for line in lines)
     return web.Response(
         status=200 if writable else 503, text=body, headers={"Cache-Control": "no-store"}
     )
@@ -85,7 +87,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """The human status page: server-rendered, no scripts."""
-    html = status_page.render(request.app[METRICS], request.app[EVICTOR])
+    extra = hosted_ops.status_section(request.app)
+    html = status_page.render(request.app[METRICS], request.app[EVICTOR], extra)
     return web.Response(
         text=html,
         content_type="text/html",
@@ -105,7 +108,7 @@ def observe_requests(
         metrics.traffic.bytes,
         metrics.traffic.packages,
     )
-    touch = evictor.access.touch
+    accessed = evictor.access.accessed
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -125,7 +128,7 @@ def observe_requests(
             sent[route] += size
         if status == 200 or status == 304:
             if route in FILE_ROUTES:
-                touch(request.path)
+                accessed(request.path)
                 if result == "MISS":
                     evictor.stored(size)
             name = _package_name(route, request)
@@ -156,7 +159,12 @@ def setup(app: web.Application) -> None:
     """Operator endpoints, request counting (outermost middleware, so it sees the final
     status) and the eviction task (started after the cache's own resources)."""
     cache = app[CACHE]
-    evictor = Evictor(cache)
+    evictor = Evictor(
+        cache.storage,
+        cache.config.cache.max_size,
+        can_refetch=cache.can_refetch,
+        forget=cache.forget,
+    )
     app[EVICTOR] = evictor
     app[METRICS] = Metrics(cache, evictor)
     app.middlewares.insert(0, observe_requests(app[METRICS], evictor))

@@ -8,12 +8,13 @@ has a strong ETag and none has a Content-Encoding.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
-from ..cachekey import CacheKey, Kind
-from ..entries import Entry, Small, Status, StoredFile
+from ..cache.entries import Answer, Entry, Status, StoredFile
+from ..store.cachekey import CacheKey, Kind
+from ..store.diskio import open_fd
 from .requesthead import etag_matches
 
 OCTET = "application/octet-stream"
@@ -37,7 +38,7 @@ def cache_control(key: CacheKey, ttl: float) -> str:
     return f"public, max-age={int(ttl)}" if key.is_mutable else IMMUTABLE
 
 
-def small_headers(entry: Entry, status: Status, ttl: float) -> dict[str, str]:
+def metadata_headers(entry: Entry[object], status: Status, ttl: float) -> dict[str, str]:
     headers = {
         "ETag": entry.etag,
         "Last-Modified": entry.last_modified,
@@ -50,11 +51,11 @@ def small_headers(entry: Entry, status: Status, ttl: float) -> dict[str, str]:
     return headers
 
 
-def small_response(request: web.BaseRequest, small: Small, ttl: float) -> web.Response:
-    headers = small_headers(small.entry, small.status, ttl)
-    if if_none_match(request, small.entry.etag):
+def metadata_response(request: web.BaseRequest, answer: Answer[object], ttl: float) -> web.Response:
+    headers = metadata_headers(answer.entry, answer.status, ttl)
+    if if_none_match(request, answer.entry.etag):
         return web.Response(status=304, headers=headers)
-    return web.Response(body=small.entry.body, headers=headers)
+    return web.Response(body=answer.entry.body, headers=headers)
 
 
 def file_headers(stored: StoredFile, status: Status) -> dict[str, str]:
@@ -68,26 +69,42 @@ def file_headers(stored: StoredFile, status: Status) -> dict[str, str]:
 
 
 class SendfileResponse(web.StreamResponse):
-    """A stored file sent with sendfile(2): the bytes never pass through Python."""
+    """A stored file sent with sendfile(2): the bytes never pass through Python.
 
-    def __init__(self, stored: StoredFile, headers: dict[str, str]) -> None:
+    The handler opens the file (in a thread, so that a file pruned in between is a
+    clean miss instead of an error here); this response closes it."""
+
+    def __init__(self, stored: StoredFile, headers: dict[str, str], file: BinaryIO | None) -> None:
         super().__init__(status=200, headers=headers)
         self.content_length = stored.size
         self._stored = stored
+        self._file = file
 
     async def prepare(self, request: web.BaseRequest) -> Any:
-        if request.method == "HEAD":
+        file, self._file = self._file, None
+        if file is None:  # HEAD
             return await super().prepare(request)
-        # Opened before the headers go out, so a file pruned in between is a clean error.
-        fobj = self._stored.path.open("rb")
         try:
             writer = await super().prepare(request)
             transport = request.transport
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
             loop = asyncio.get_running_loop()
-            await loop.sendfile(transport, fobj, 0, self._stored.size)
+            # sendfile(2) reads the file in the kernel on the loop's thread: the one disk
+            # read left on the loop, deliberately (a thread hop per chunk would cost more
+            # than the page-cache read it avoids). The file is already open.
+            await loop.sendfile(transport, file, 0, self._stored.size)
         finally:
-            fobj.close()
+            file.close()
         await super().write_eof()
         return writer
+
+
+async def open_stored(stored: StoredFile) -> BinaryIO | None:
+    """The stored file, opened in a thread; None if it is gone."""
+    try:
+        fd = await open_fd(stored.path)
+    except FileNotFoundError:
+        return None
+    # Wraps the open descriptor (no I/O); the response closes it.
+    return open(fd, "rb", closefd=True)  # noqa: ASYNC230

@@ -12,9 +12,12 @@ import time
 from html import escape
 
 from .. import __version__
-from ..eviction import Evictor
-from ..metrics import Metrics
+from ..store.eviction import Evictor
 from ..units import format_size
+from ..upstream.client import Host
+from .metrics import Metrics
+
+HOST_TITLES = {"repository": "repository", "builds": "builds (/installs)"}
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#1d2430;
@@ -33,16 +36,17 @@ td,th{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #e6e9ee}
 """
 
 
-def render(metrics: Metrics, evictor: Evictor) -> str:
-    """The whole page for this worker's view of the proxy."""
+def render(metrics: Metrics, evictor: Evictor, extra: str = "") -> str:
+    """The whole page for this worker's view of the proxy (``extra``: more sections)."""
     body = "\n".join(
         [
             "<h1>hexproxy</h1>",
             f'<p class="sub">version {escape(__version__)} · worker pid {os.getpid()} · '
             f"up {_duration(time.time() - metrics.traffic.started)} · "
-            f"upstream <code>{escape(metrics.cache.config.upstream.url)}</code></p>",
+            f"{_host_urls(metrics)}</p>",
             _cards(metrics, evictor),
             _top_packages(metrics),
+            extra,
             _failures(metrics),
         ]
     )
@@ -50,6 +54,13 @@ def render(metrics: Metrics, evictor: Evictor) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         "<title>hexproxy status</title>"
         f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    )
+
+
+def _host_urls(metrics: Metrics) -> str:
+    return " · ".join(
+        f"{escape(host.name)} <code>{escape(host.shown_url)}</code>"
+        for host in metrics.cache.upstream.hosts
     )
 
 
@@ -61,17 +72,22 @@ def _card(title: str, value: str, detail: str, value_class: str = "") -> str:
     )
 
 
-def _cards(metrics: Metrics, evictor: Evictor) -> str:
-    state = metrics.upstream_state()
-    breaker = metrics.cache.upstream.breaker
+def _host_card(metrics: Metrics, host: Host) -> str:
+    """One upstream host and its own circuit breaker."""
+    state = metrics.upstream_state(host)
+    breaker = host.breaker
     detail = breaker.last_error or "answering normally"
     if state == "paused":
         detail = f"retry in {breaker.seconds_until_retry():.0f}s: {breaker.last_error}"
     elif state == "offline":
         detail = "serving from the cache only"
+    return _card(f"Upstream: {HOST_TITLES.get(host.name, host.name)}", state, detail, state)
+
+
+def _cards(metrics: Metrics, evictor: Evictor) -> str:
     ratio = metrics.traffic.hit_ratio()
     cards = [
-        _card("Upstream", state, detail, state),
+        *(_host_card(metrics, host) for host in metrics.cache.upstream.hosts),
         _card(
             "Hit ratio",
             "n/a" if ratio is None else f"{ratio:.1%}",

@@ -8,6 +8,7 @@ Hex leaves optional dependencies out, so the lock is ``expected_lock(with_option
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING
 
 import pytest
@@ -77,3 +78,22 @@ async def test_mix_warm_with_upstream_gone(
     _, gone = await fetch_and_compile(tmp_path / "gone", proxy, public_key_file)
     print(f"\n[mix timing] warm, upstream gone: {gone:.2f}s")
     assert await proxies.stop_all() == [0]
+
+
+async def test_mix_with_the_builds_host_refused(
+    tmp_path: Path, tree_upstream: Upstream, proxies: ProxyProcesses, public_key_file: Path
+) -> None:
+    """A locked-down network: the builds host (Hex's update check, /installs/) is never
+    reachable. Whatever Hex is installed, deps.get must not notice beyond one warning."""
+    with socket.socket() as refused:  # bound, never listening: connections are refused
+        refused.bind(("127.0.0.1", 0))
+        builds_url = f"http://127.0.0.1:{refused.getsockname()[1]}"
+        proxy = await proxies.start(
+            tree_upstream.url, tmp_path / "cache", UPSTREAM_BUILDS_URL=builds_url
+        )
+        await fetch_and_compile(tmp_path / "locked-down", proxy, public_key_file)
+        await fetch_and_compile(tmp_path / "again", proxy, public_key_file)
+    assert await proxies.stop_all() == [0]
+    log = proxy.log_tail(lines=100_000)
+    assert log.count("cannot be reached") <= 1, log
+    assert "paused" not in log, log  # the repository's breaker never opened

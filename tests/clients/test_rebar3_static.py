@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from hexproxy.registry import public_key_pem, verify_names, verify_package, verify_versions
-from hexproxy.versions import Version, parse_requirement
+from hexproxy.registry.versions import Version, parse_requirement
 from tests.support.keys import other_private_key, test_private_key
 from tests.support.rebar3 import Rebar3Project, require_rebar3
 from tests.support.repo import build_repo, erlang_tree, erlang_tree_roots, expected_lock

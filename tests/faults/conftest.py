@@ -1,6 +1,6 @@
 """Shared pieces of the fault and abuse suite: the proxy under test (in this process, or
-``hexproxy serve`` as users start it), many clients at once, a throttled upstream that can
-also lie about sizes, and an independent check of everything in the cache."""
+``hexproxy serve`` as users start it), many clients at once, an upstream that can hold a
+body half-way or lie about sizes, and an independent check of everything in the cache."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from hexproxy.registry import verify_package
+from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
 from tests.support.keys import test_private_key
 from tests.support.proxy_process import ProxyProcess, ProxyProcesses
@@ -32,6 +33,7 @@ class Served:
     port: int
     cache_dir: Path
     process: ProxyProcess | None = None
+    cache: Any = None  # the in-process proxy's Cache (None for ``serve``)
 
     def make_url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
@@ -74,7 +76,7 @@ async def start_proxy(
     async def start(**overrides: Any) -> Served:
         if request.param == "create_app":
             client = await make_proxy(**overrides)
-            return Served(client.host, client.port, tmp_path / "cache")
+            return Served(client.host, client.port, tmp_path / "cache", cache=client.app[CACHE])
         values = {**_TEST_SETTINGS, "upstream__builds_url": upstream.url, **overrides}
         url = values.pop("upstream__url", upstream.url)
         settings = {name.replace("__", "_").upper(): value for name, value in values.items()}
@@ -218,12 +220,13 @@ def partial_files(cache_dir: Path) -> list[str]:
 
 @dataclass
 class ThrottledRepo:
-    """An upstream that sends bodies at ``rate`` bytes/s, optionally without a length,
-    and can serve arbitrary bytes at any path (``override``)."""
+    """An upstream that sends bodies in 64 KiB chunks, optionally without a length, and
+    can serve arbitrary bytes at any path (``override``). Until ``hold`` (if given) is
+    set, each body longer than one chunk stops after its first: a download under way."""
 
     files: dict[str, bytes]
-    rate: float = 0.0
     chunked: bool = False
+    hold: asyncio.Event | None = None
     override: dict[str, bytes] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)
@@ -247,7 +250,7 @@ class ThrottledRepo:
         for start in range(0, len(body), step):  # bounded by the body size
             await response.write(body[start : start + step])
             self.sent[path] = self.sent.get(path, 0) + len(body[start : start + step])
-            if self.rate:
-                await asyncio.sleep(step / self.rate)
+            if self.hold is not None and start + step < len(body):
+                await self.hold.wait()
         await response.write_eof()
         return response

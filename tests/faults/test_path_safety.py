@@ -18,10 +18,10 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hexproxy.cachekey import CacheKey, docs_key, install_key, package_key, tarball_key
 from hexproxy.config import load_config
 from hexproxy.errors import HexproxyError, InvalidRequest, NotFound
 from hexproxy.registry import parse_docs_filename, parse_tarball_filename
+from hexproxy.store.cachekey import CacheKey, docs_key, install_key, package_key, tarball_key
 from hexproxy.web import routes
 from hexproxy.web.state import CACHE, CONFIG
 
@@ -94,7 +94,7 @@ class RecordingCache:
     def __init__(self) -> None:
         self.keys: list[CacheKey] = []
 
-    async def get_small(self, key: CacheKey) -> None:
+    async def get_metadata(self, key: CacheKey) -> None:
         self.keys.append(key)
         raise NotFound("recorded")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
@@ -150,6 +151,7 @@ def summary(answers: list[Answer]) -> list[tuple[int, int]]:
 
 SMUGGLED = b"GET /packages/beta HTTP/1.1\r\nHost: xyzxy\r\n\r\n"  # 44 bytes
 assert len(SMUGGLED) == 44
+_AIOHTTP = tuple(int(part) for part in aiohttp.__version__.split(".")[:2])
 HOSTILE: dict[str, tuple[bytes, list[int]]] = {
     # A bare LF inside a value: a "second header" only to a lax parser, followed by the
     # 44 bytes it would read as a body. aiohttp refuses the head; so must the fast path.
@@ -164,7 +166,9 @@ HOSTILE: dict[str, tuple[bytes, list[int]]] = {
         [400],
     ),
     "NUL-in-value": (b"GET /packages/alpha HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", [400]),
-    "no-Host": (b"GET /packages/alpha HTTP/1.1\r\n\r\n", [400]),
+    # aiohttp refuses it from 3.14; 3.13 answers it. The fast path leaves it to aiohttp
+    # either way (checked below whatever aiohttp says: both sides must agree).
+    "no-Host": (b"GET /packages/alpha HTTP/1.1\r\n\r\n", [400] if _AIOHTTP >= (3, 14) else []),
     "two-Hosts": (b"GET /packages/alpha HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", [400]),
     "64KB-header-line": (
         b"GET /packages/alpha HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 * 1024) + b"\r\n\r\n",

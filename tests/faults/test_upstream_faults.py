@@ -4,17 +4,22 @@ process and as ``hexproxy serve``."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.conftest import Upstream
 from tests.fakes.hex_repo import FAULTS
 from tests.faults.conftest import (
     CLIENTS,
+    Answer,
     StartProxy,
     assert_never_wrong,
     cache_problems,
     get_many,
 )
+from tests.support.clock import past_backoff
+from tests.support.waiting import HANG_GUARD
 
 OBJECTS = {"tarball": "/tarballs/alpha-1.0.0.tar", "package": "/packages/alpha"}
 
@@ -28,10 +33,12 @@ async def test_no_client_gets_wrong_bytes(
     expected = upstream.repo.files[path.lstrip("/")]
     upstream.repo.trickle_delay = 0.0
     upstream.repo.fail(fault, path)
-    # No breaker pause and no negative caching: this test is about bodies only.
+    # No breaker pause and no negative caching: this test is about bodies only. A short
+    # backoff, for the served process, whose clock the test cannot move.
     proxy = await start_proxy(
         upstream__read_timeout=0.3,
         upstream__failure_threshold=100_000,
+        upstream__retry_after=0.5,
         cache__negative_ttl=0,
     )
     url = proxy.make_url(path)
@@ -49,6 +56,13 @@ async def test_no_client_gets_wrong_bytes(
     assert cache_problems(cache_dir, upstream.repo.files) == []
 
     upstream.repo.heal()
+    if proxy.cache is not None:
+        await past_backoff(proxy.cache)  # the failed object is not asked for again before
+    else:  # another process: wait (bounded) for its backoff to run out
+        for _ in range(int(HANG_GUARD / 0.05)):
+            if (await get_many(url, 1))[0] == Answer(200, expected):
+                break
+            await asyncio.sleep(0.05)
     healed = await get_many(url, 5)
     assert all(a.status == 200 and a.body == expected for a in healed)
     await proxy.settle()

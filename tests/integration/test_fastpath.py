@@ -14,19 +14,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hexproxy import cache as cache_module
-from hexproxy.cachekey import package_key, tarball_key
+from hexproxy.cache.entries import Entry
 from hexproxy.config import Config
-from hexproxy.entries import Entry
-from hexproxy.server import Running, start
+from hexproxy.store.cachekey import package_key, tarball_key
 from hexproxy.web import fastpath
 from hexproxy.web.fastpath import FastPath, Prepared
 from hexproxy.web.ops import EVICTOR, METRICS
 from hexproxy.web.requesthead import HeadReader
+from hexproxy.web.server import Running, start
 from hexproxy.web.state import CACHE
 from tests.conftest import Upstream
 from tests.support.keys import test_private_key as key
 from tests.support.repo import PackageSpec, build_repo
+from tests.support.waiting import wait_until
 
 SAME = ("ETag", "Content-Length", "Content-Type", "Cache-Control", "Last-Modified")
 
@@ -214,11 +214,14 @@ async def test_a_client_that_never_reads_does_not_grow_memory(running: Any) -> N
     await raw(proxy.port, get("/packages/alpha"), 1)
     _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(get("/packages/alpha") * 20000)  # never read the answers
-    await asyncio.sleep(0.5)
-    (connection,) = [c for c in proxy.connections if c.transport is not None]
-    buffered = connection.transport.get_write_buffer_size()
-    assert connection.paused
-    assert buffered < 4 * 1024 * 1024
+
+    def open_connections() -> list[Any]:
+        return [c for c in proxy.connections if c.transport is not None]
+
+    await wait_until(lambda: any(c.paused for c in open_connections()), "the proxy to stop writing")
+    (connection,) = open_connections()
+    assert connection.reading_paused  # and it reads no more requests until the client reads
+    assert connection.transport.get_write_buffer_size() < 4 * 1024 * 1024
     writer.close()
 
 
@@ -281,14 +284,12 @@ async def test_large_tarball_sent_in_several_pieces(running: Any, upstream: Upst
     assert answers[3].endswith(big["packages/huge"])
 
 
-async def test_prepared_answers_live_and_die_with_the_cache_entry(
-    running: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_prepared_answers_live_and_die_with_the_cache_entry(running: Any) -> None:
     """The fast path keeps no answers of its own: what the cache's memory budget drops is
     gone, body and all."""
-    monkeypatch.setattr(cache_module, "MEMORY_BUDGET", 1)  # room for one entry at a time
     proxy = await running()
     cache = proxy.runner.app[CACHE]
+    cache._memory.budget = 1  # room for one entry at a time
     held: list[Entry] = []
     for path in ("/packages/alpha", "/packages/beta"):
         await raw(proxy.port, get(path), 1)  # the miss, through aiohttp

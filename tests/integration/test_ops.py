@@ -67,25 +67,27 @@ async def test_ready_reports_upstream_up_then_down_then_paused(
     response = await proxy.get("/_hexproxy/ready")
     text = await response.text()
     assert response.status == 200
-    assert "cache: writable" in text and "upstream: up" in text
+    assert "cache: writable" in text
+    assert "upstream repository: up\n" in text and "upstream builds: up\n" in text
 
     await upstream.stop()
     assert (await proxy.get("/packages/alpha")).status == 502
     text = await (await proxy.get("/_hexproxy/ready")).text()
-    assert "upstream: down (1 failures): cannot connect to upstream" in text
+    assert "upstream repository: down (1 failures): cannot connect to upstream" in text
 
     assert (await proxy.get("/packages/beta")).status == 502
     response = await proxy.get("/_hexproxy/ready")
     text = await response.text()
     # Upstream trouble does not make the proxy unready: the cache still serves.
     assert response.status == 200
-    assert "upstream: paused for" in text
+    assert "upstream repository: paused for" in text
+    assert "upstream builds: up\n" in text  # its own breaker: package misses do not touch it
 
 
 async def test_ready_says_offline(make_proxy: ProxyFactory) -> None:
     proxy = await make_proxy(upstream__offline=True)
     text = await (await proxy.get("/_hexproxy/ready")).text()
-    assert "upstream: offline" in text
+    assert "upstream repository: offline" in text and "upstream builds: offline" in text
 
 
 @contextlib.contextmanager
@@ -170,7 +172,8 @@ async def test_metrics_count_exactly_the_traffic_sent(
     assert sample(m, upstream_requests, kind="package", status="404") == 1
     assert sample(m, "hexproxy_upstream_response_seconds_count", kind="tarball") == 2
     assert sample(m, "hexproxy_verification_failures_total") == 1
-    assert sample(m, "hexproxy_upstream_state", state="up") == 1
+    # The bad tarball was upstream's last answer: one failure, not yet a pause.
+    assert sample(m, "hexproxy_upstream_state", state="down") == 1
     assert sample(m, "hexproxy_upstream_state", state="paused") == 0
     assert sample(m, "hexproxy_cache_max_size_bytes") == 0
     assert ("hexproxy_cache_size_bytes", ()) in m

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from hexproxy.airgap.lockfiles import parse_mix_lock
 from hexproxy.config import load_config
-from hexproxy.lockfiles import parse_mix_lock
 from hexproxy.web import create_app
 from tests.fakes.hex_repo import FakeHexRepo, flip_byte
 from tests.support.fixtures import FIXTURES
+
+pytestmark = pytest.mark.real_data
 
 
 def fixture_files(root: Path) -> dict[str, bytes]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hexproxy.lockfiles import parse_mix_lock
+from hexproxy.airgap.lockfiles import parse_mix_lock
 from tests.support.command import CommandResult, run_command
 
 if TYPE_CHECKING:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hexproxy.cachekey import NAMES, VERSIONS, CacheKey, Kind, key_for_path
 from hexproxy.errors import InvalidRequest
+from hexproxy.store.cachekey import NAMES, VERSIONS, CacheKey, Kind, key_for_request_path
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ from hexproxy.errors import InvalidRequest
     ],
 )
 def test_repository_paths(path: str, key: CacheKey) -> None:
-    assert key_for_path(path) == key
+    assert key_for_request_path(path) == key
     assert key.upstream_path == path  # and back: the same layout clients use
 
 
@@ -30,7 +30,7 @@ def test_repository_paths(path: str, key: CacheKey) -> None:
     "path", ["/public_key", "/", "", "/names/", "/packages", "packages/plug", "/x/plug"]
 )
 def test_paths_that_name_no_object(path: str) -> None:
-    assert key_for_path(path) is None
+    assert key_for_request_path(path) is None
 
 
 @pytest.mark.parametrize(
@@ -50,4 +50,4 @@ def test_paths_that_name_no_object(path: str) -> None:
 )
 def test_grammar_violations_are_invalid_requests(path: str) -> None:
     with pytest.raises(InvalidRequest):
-        key_for_path(path)
+        key_for_request_path(path)

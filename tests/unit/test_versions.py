@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hexproxy.versions import (
+from hexproxy.registry.versions import (
     InvalidRequirement,
     InvalidVersion,
     Version,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hexproxy.lockfiles import LockedPackage
-from hexproxy.registry import Dependency, Package, Release
-from hexproxy.resolve import (
+from hexproxy.airgap.lockfiles import LockedPackage
+from hexproxy.airgap.resolve import (
     SpecError,
     Want,
     check_locked,
@@ -14,6 +13,7 @@ from hexproxy.resolve import (
     parse_spec,
     select_versions,
 )
+from hexproxy.registry import Dependency, Package, Release
 
 
 def release(version: str, *deps: Dependency, outer: bytes | None = None) -> Release:

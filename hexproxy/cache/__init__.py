@@ -1,0 +1,1 @@
+"""The policy: fresh / stale / revalidate / fetch / verify, and what it hands out."""

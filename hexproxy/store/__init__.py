@@ -1,0 +1,1 @@
+"""The cache on disk: keys, atomic storage, inventory, audit and eviction."""

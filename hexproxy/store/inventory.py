@@ -1,0 +1,237 @@
+"""What the cache directory holds, and the operator's changes to it (rm, prune).
+
+Everything here works on a ``FileStorage`` alone, so the CLI can run it
+against the directory of a proxy that is serving at the same time. That is
+safe because every change is an ``unlink`` of a whole object: the server stats
+a stored file on every hit and fetches it again when it has vanished, and a
+file that is already being sent stays readable through its open descriptor.
+
+Last access: the server records when it served each immutable object by
+setting that file's modification time (see ``eviction.AccessRecorder``).
+Stored objects are never modified in place, so their mtime is free to carry
+this; atime is not used because ``noatime``/``relatime`` mounts, backups and
+``cache verify`` itself would make it meaningless.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .cachekey import CacheKey, Kind, docs_key, package_key, tarball_key
+from .storage import FileStorage
+
+# Objects that may be removed to make room: they are immutable and can always
+# be fetched again. Registry files are never evicted: they are small, and in an
+# outage they are what lets clients resolve against the cache.
+EVICTABLE = (Kind.TARBALL, Kind.DOCS, Kind.INSTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One stored object as the operator sees it."""
+
+    key: CacheKey
+    size: int
+    last_access: float  # the file's mtime: store time, then refreshed by the server
+    stored_at: float | None  # from the sidecar; None when the sidecar is missing
+    validated_at: float | None  # registry files: when upstream last confirmed it
+
+    @property
+    def evictable(self) -> bool:
+        return self.key.kind in EVICTABLE and not self.key.is_mutable
+
+
+def scan(storage: FileStorage) -> list[Item]:
+    """Every stored object with its size and times; objects that vanish meanwhile are skipped."""
+    items = []
+    for key in storage.iter_keys():
+        st = storage.stat(key)
+        if st is None:
+            continue
+        meta = storage.read_meta(key)
+        valid = meta is not None and meta.size == st.st_size
+        items.append(
+            Item(
+                key,
+                st.st_size,
+                st.st_mtime,
+                meta.stored_at if meta and valid else None,
+                meta.validated_at if meta and valid else None,
+            )
+        )
+    return items
+
+
+# ----- ls -----
+
+
+@dataclass(frozen=True, slots=True)
+class PackageListing:
+    """One package: its registry file (if cached) and its cached releases."""
+
+    name: str
+    registry: Item | None
+    releases: tuple[Item, ...]
+
+    @property
+    def size(self) -> int:
+        own = self.registry.size if self.registry else 0
+        return own + sum(item.size for item in self.releases)
+
+
+def list_packages(items: Iterable[Item], pattern: str | None = None) -> list[PackageListing]:
+    """Packages whose name matches the shell-style ``pattern``, sorted by name."""
+    registry: dict[str, Item] = {}
+    releases: dict[str, list[Item]] = defaultdict(list)
+    for item in items:
+        if item.key.kind is Kind.PACKAGE:
+            registry[item.key.name] = item
+        elif item.key.kind is Kind.TARBALL:
+            releases[item.key.name].append(item)
+    names = sorted(set(registry) | set(releases))
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return [
+        PackageListing(n, registry.get(n), tuple(sorted(releases[n], key=_version_order)))
+        for n in names
+    ]
+
+
+def _version_order(item: Item) -> tuple[tuple[int, ...], str]:
+    # Numeric where it can be (1.10.0 after 1.9.0); the raw string breaks ties.
+    core = item.key.version.split("-", 1)[0].split("+", 1)[0]
+    parts = tuple(int(p) if p.isdigit() else 0 for p in core.split("."))
+    return parts, item.key.version
+
+
+# ----- stats -----
+
+
+@dataclass(frozen=True, slots=True)
+class KindStats:
+    entries: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    entries: int
+    bytes: int
+    evictable_bytes: int
+    by_kind: dict[str, KindStats]
+    oldest: Item | None
+    newest: Item | None
+
+
+def stats(items: Iterable[Item]) -> Stats:
+    """Totals and per-kind counts; oldest/newest by when each object was stored."""
+    items = list(items)
+    counts: Counter[str] = Counter()
+    sizes: Counter[str] = Counter()
+    for item in items:
+        counts[item.key.kind.value] += 1
+        sizes[item.key.kind.value] += item.size
+    by_age = sorted(items, key=_stored_time)
+    return Stats(
+        entries=len(items),
+        bytes=sum(sizes.values()),
+        evictable_bytes=sum(i.size for i in items if i.evictable),
+        by_kind={k: KindStats(counts[k], sizes[k]) for k in sorted(counts)},
+        oldest=by_age[0] if by_age else None,
+        newest=by_age[-1] if by_age else None,
+    )
+
+
+def _stored_time(item: Item) -> float:
+    return item.stored_at if item.stored_at is not None else item.last_access
+
+
+# ----- rm -----
+
+
+def keys_for(storage: FileStorage, name: str, version: str | None) -> list[CacheKey]:
+    """What ``rm NAME[@VERSION]`` removes: one release (tarball and docs), or the package
+    with its registry file and every release. InvalidRequest for a bad name or version."""
+    package = package_key(name)  # validates the name before it becomes a path
+    if version is not None:
+        return [tarball_key(name, version), docs_key(name, version)]
+    keys = [package]
+    keys += [
+        k for k in storage.iter_keys() if k.kind in (Kind.TARBALL, Kind.DOCS) and k.name == name
+    ]
+    return keys
+
+
+def remove(storage: FileStorage, keys: Iterable[CacheKey]) -> list[Item]:
+    """Delete these objects (and sidecars); returns what was actually there."""
+    removed = []
+    for key in keys:
+        st = storage.stat(key)
+        if st is None:
+            continue
+        if storage.delete(key):
+            removed.append(Item(key, st.st_size, st.st_mtime, None, None))
+    return removed
+
+
+# ----- prune and eviction -----
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What pruning would remove, least recently used first, and what would be left."""
+
+    remove: tuple[Item, ...]
+    total_before: int
+    kept_registry: int = 0  # registry bytes that count against the limit but are never removed
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def freed(self) -> int:
+        return sum(item.size for item in self.remove)
+
+    @property
+    def total_after(self) -> int:
+        return self.total_before - self.freed
+
+
+def lru(items: Iterable[Item]) -> list[Item]:
+    """Evictable objects, least recently used first."""
+    return sorted((i for i in items if i.evictable), key=lambda i: (i.last_access, i.key.path))
+
+
+def plan_max_size(items: Iterable[Item], max_size: int) -> Plan:
+    """Remove least recently used objects until the total is at most ``max_size``."""
+    items = list(items)
+    total = sum(i.size for i in items)
+    chosen: list[Item] = []
+    excess = total - max_size
+    for item in lru(items):
+        if excess <= 0:
+            break
+        chosen.append(item)
+        excess -= item.size
+    notes = []
+    if excess > 0:
+        notes.append("registry files alone exceed the limit; they are never removed")
+    return Plan(tuple(chosen), total, sum(i.size for i in items if not i.evictable), notes)
+
+
+def plan_older_than(items: Iterable[Item], cutoff: float) -> Plan:
+    """Remove every evictable object not used since ``cutoff`` (a UNIX time)."""
+    items = list(items)
+    chosen = tuple(i for i in lru(items) if i.last_access < cutoff)
+    return Plan(chosen, sum(i.size for i in items))
+
+
+def execute(storage: FileStorage, plan: Plan) -> list[Item]:
+    """Carry out a plan; an object used again since it was planned is still removed
+    (LRU order is a heuristic, and the server refetches on the next request)."""
+    return remove(storage, (item.key for item in plan.remove))
+
+
+def total_size(items: Iterable[Item]) -> int:
+    return sum(i.size for i in items)

@@ -1,0 +1,1 @@
+"""Talking to upstream: the HTTP client, its circuit breaker, the shared download."""

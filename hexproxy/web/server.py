@@ -1,0 +1,177 @@
+"""Running the proxy: one process, or a parent with N workers sharing the port.
+
+Workers each bind the listening address with SO_REUSEPORT, so the kernel spreads
+connections between them; they share the cache directory, and downloads take a
+lock file so one object is fetched once across all of them. The parent only keeps
+them running (supervisor.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ..config import Config
+from ..store.storage import FileStorage
+from . import create_app
+from .accesslog import AccessLog, logger_class
+from .fastpath import FastPath, FastPathProtocol
+from .logrepeats import Repeats
+from .ops import EVICTOR, METRICS
+from .requesthead import AIOHTTP_LIMITS
+from .state import CACHE
+from .supervisor import Supervisor
+
+log = logging.getLogger("hexproxy")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return json.dumps(
+            {
+                "time": self.formatTime(record),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": message,
+            }
+        )
+
+
+class TextFormatter(logging.Formatter):
+    """The default text format, with the timestamp's strftime done once per second
+    instead of once per line (an access line is written for every request)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
+def setup_logging(config: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.server.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter())
+    root = logging.getLogger()
+    # Identical lines repeated under a sustained fault become one line per interval
+    # with a count (logrepeats.py); access lines are written apart (web/accesslog.py).
+    root.handlers[:] = [Repeats(handler)]
+    root.setLevel(logging.INFO)
+
+
+@dataclass
+class Running:
+    """A started proxy: aiohttp's runner, behind the fast-path listener unless it is off."""
+
+    runner: web.AppRunner
+    listener: asyncio.Server
+    connections: set[FastPathProtocol]
+    access_log: AccessLog | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.listener.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        self.listener.close()
+        for connection in list(self.connections):
+            if connection.inner is None and connection.transport is not None:
+                connection.transport.close()  # fast-path-only connections; aiohttp closes its own
+        await self.runner.cleanup()
+        if self.access_log is not None:
+            self.access_log.flush()
+
+
+async def start(config: Config, *, sweep_temp: bool = True) -> Running:
+    """Build the app and listen: connections reach the fast path first (web/fastpath.py),
+    which hands anything but a fresh registry hit or a known tarball to aiohttp."""
+    app = create_app(config, sweep_temp=sweep_temp)
+    json_log = config.server.log_format == "json"
+    access_log = AccessLog(json_format=json_log) if config.server.access_log else None
+    # aiohttp's parser limits, set to the numbers the fast path checks against.
+    kwargs: dict[str, Any] = {"access_log": None, **AIOHTTP_LIMITS}
+    if access_log is not None:
+        kwargs["access_log"] = logging.getLogger("hexproxy.access")  # unused by our class
+        kwargs["access_log_class"] = logger_class(access_log)
+    runner = web.AppRunner(app, handle_signals=False, **kwargs)
+    await runner.setup()
+    assert runner.server is not None
+    connections: set[FastPathProtocol] = set()
+    factory: Callable[[], asyncio.Protocol] = runner.server
+    if config.server.fast_path:
+        fast = FastPath(
+            app[CACHE],
+            config.cache.registry_ttl,
+            access_log,
+            app[METRICS].traffic,
+            accessed=app[EVICTOR].access.accessed,
+        )
+        make_inner = runner.server
+
+        def factory() -> FastPathProtocol:
+            return FastPathProtocol(fast, make_inner, connections)
+
+    listener = await asyncio.get_running_loop().create_server(
+        factory,
+        config.server.host,
+        config.server.port,
+        reuse_port=config.server.workers > 1,
+        backlog=1024,
+    )
+    return Running(runner, listener, connections, access_log)
+
+
+async def run(config: Config, *, sweep_temp: bool = True, ready_fd: int | None = None) -> None:
+    """Serve until SIGTERM or SIGINT. A worker tells its parent it listens on ``ready_fd``."""
+    running = await start(config, sweep_temp=sweep_temp)
+    log.info(
+        "hexproxy (pid %d) serving http://%s (cache %s, upstream %s%s)",
+        os.getpid(),
+        config.server.listen,
+        config.cache.dir,
+        config.upstream.url,
+        ", OFFLINE" if config.upstream.offline else "",
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready_fd is not None:
+        os.write(ready_fd, b"R")
+        os.close(ready_fd)
+    try:
+        await stop.wait()
+    finally:
+        await running.stop()
+
+
+def serve(config: Config) -> int:
+    setup_logging(config)
+    if config.server.workers == 1:
+        asyncio.run(run(config))
+        return 0
+    FileStorage(config.cache_dir).prepare()  # once, before any worker writes
+
+    def work(ready_fd: int) -> None:
+        asyncio.run(run(config, sweep_temp=False, ready_fd=ready_fd))
+
+    return Supervisor(config.server.workers, work).run()
