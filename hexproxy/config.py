@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,10 +74,28 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where verified objects are shared: "fs" (the cache directory alone) or "s3".
+
+    Credentials are never configured here: the S3 client reads the usual AWS chain
+    (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws, a web identity
+    token, the instance role)."""
+
+    kind: str = "fs"
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str = ""
+    region: str = ""
+    addressing_style: str = "auto"
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
     @property
     def cache_dir(self) -> Path:
@@ -87,7 +106,11 @@ SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "upstream": UpstreamConfig,
     "cache": CacheConfig,
+    "store": StoreConfig,
 }
+
+# S3's bucket naming rules (the common subset every S3-compatible server accepts).
+_BUCKET = re.compile(r"\A[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -251,6 +274,35 @@ def validate(config: Config) -> None:
     _check(cache.registry_ttl >= 0, "[cache] registry_ttl", "must not be negative")
     read_key_file("[upstream] public_key", upstream.public_key)
     read_key_file("[upstream] installs_public_key", upstream.installs_public_key)
+    validate_store(config.store)
+
+
+def validate_store(store: StoreConfig) -> None:
+    _check(store.kind in ("fs", "s3"), "[store] kind", f"expected fs or s3, got {store.kind!r}")
+    _check(store.timeout > 0, "[store] timeout", "must be greater than 0")
+    _check(
+        store.addressing_style in ("auto", "path", "virtual"),
+        "[store] addressing_style",
+        f"expected auto, path or virtual, got {store.addressing_style!r}",
+    )
+    if store.kind != "s3":
+        return
+    _check(bool(store.bucket), "[store] bucket", 'required when kind = "s3"')
+    _check(
+        bool(_BUCKET.match(store.bucket)) and ".." not in store.bucket,
+        "[store] bucket",
+        f"not a valid bucket name: {store.bucket!r}",
+    )
+    if store.endpoint_url:
+        _check_url("[store] endpoint_url", store.endpoint_url)
+    parts = store.prefix.split("/")
+    _check(
+        not store.prefix.startswith("/")
+        and ".." not in parts
+        and all(p.isprintable() for p in parts),
+        "[store] prefix",
+        f"expected a relative key prefix like hexproxy/, got {store.prefix!r}",
+    )
 
 
 def read_key_file(setting: str, path: str) -> bytes | None:
