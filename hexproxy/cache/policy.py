@@ -47,6 +47,7 @@ from .builds_host import BuildsHost
 from .entries import Answer, Counters, Entry, Status, StoredFile
 from .gate import Gate, csv_key, is_installs_csv, is_installs_signature, signature_key
 from .memory import Memory
+from .shared import SharedTier
 
 log = logging.getLogger("hexproxy.cache")
 
@@ -65,9 +66,13 @@ class Cache:
         upstream: Upstream,
         gate: Gate,
         clock: Callable[[], float] = time.time,
+        shared: SharedTier | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
+        # Behind the local disk, when replicas share an object store ([store] kind = "s3").
+        self.shared = shared
+        self._fills: dict[CacheKey, asyncio.Task[StoredFile | None]] = {}
         self.upstream = upstream
         self.gate = gate
         self.clock = clock
@@ -90,10 +95,13 @@ class Cache:
         """Stop running fetches (their temp files are dropped) and the upstream client."""
         tasks: list[asyncio.Task[Any]] = [f.task for f in self._flights.values()]
         tasks += [d.task for d in self._downloads.values() if d.task is not None]
+        tasks += self._fills.values()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.upstream.close()
+        if self.shared is not None:
+            await self.shared.close()  # lets uploads under way finish (bounded)
 
     # ----- metadata: registry files and installer CSVs, revalidated after the TTL -----
 
@@ -239,6 +247,8 @@ class Cache:
         except OSError as exc:
             log.warning("cannot store %s (%s); serving it from memory", key, exc.strerror)
         self._memory.put(fresh)
+        if self.shared is not None:
+            self.shared.publish(key, fetched.body, new_meta)
         return Answer(fresh, Status.MISS)
 
     async def _record_revalidation(
@@ -328,7 +338,7 @@ class Cache:
         """Bring a stored metadata file into memory, re-verifying it on the way."""
         body = self.storage.read(key)
         if body is None:
-            return None
+            return await self._load_shared(key)
         try:
             decoded = await asyncio.to_thread(self._decode, key, body)
         except VerificationError as exc:
@@ -342,6 +352,27 @@ class Cache:
             # keep the body, but revalidate it at the next request.
             meta = Meta(digest, len(body), self.clock(), 0.0)
         entry = Entry(key, body, meta, decoded)
+        self._memory.put(entry)
+        return entry
+
+    async def _load_shared(self, key: CacheKey) -> Entry[Any] | None:
+        """Another replica's copy, verified here exactly as if upstream had sent it, then
+        kept on this replica's disk. Its freshness is what that replica recorded."""
+        blob = await self.shared.get(key) if self.shared is not None else None
+        if blob is None:
+            return None
+        try:
+            decoded = await asyncio.to_thread(self._decode, key, blob.body)
+        except VerificationError as exc:
+            self.counters.failure(f"shared store {key}: {exc.message}")
+            assert self.shared is not None
+            self.shared.rejected(key, exc.message)
+            return None
+        try:
+            await asyncio.to_thread(self.storage.put, key, blob.body, blob.meta)
+        except OSError as exc:
+            log.warning("cannot store %s (%s); serving it from memory", key, exc.strerror)
+        entry = Entry(key, blob.body, blob.meta, decoded)
         self._memory.put(entry)
         return entry
 
@@ -424,7 +455,46 @@ class Cache:
         stored = await self.load_stored_file(key)
         if stored is not None:
             return stored
+        if self.shared is not None and key not in self._downloads:
+            stored = await self._fill_from_shared(key, expected, digest)
+            if stored is not None:
+                return stored
         return self._downloads.get(key) or self._start_download(key, expected, digest)
+
+    async def _fill_from_shared(
+        self, key: CacheKey, expected: bytes | None, digest: tuple[str, bytes] | None
+    ) -> StoredFile | None:
+        """The shared store's copy, verified and stored on this replica's disk (one fill
+        per key however many clients ask); None sends the request upstream."""
+        task = self._fills.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fill(key, expected, digest), name=f"fill {key}")
+            self._fills[key] = task
+            task.add_done_callback(lambda _: self._fills.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _fill(
+        self, key: CacheKey, expected: bytes | None, digest: tuple[str, bytes] | None
+    ) -> StoredFile | None:
+        assert self.shared is not None
+        blob = await self.shared.get(key)
+        if blob is None:
+            return None
+        problem = await asyncio.to_thread(
+            shared_copy_problem, blob.body, expected, digest, self.config.upstream.max_tarball_size
+        )
+        if problem is not None:
+            self.counters.failure(f"shared store {key}: {problem}")
+            self.shared.rejected(key, problem)
+            return None
+        sha256 = hashlib.sha256(blob.body).hexdigest()
+        meta = replace(blob.meta, sha256=sha256, size=len(blob.body))
+        try:
+            await asyncio.to_thread(self.storage.put, key, blob.body, meta)
+        except OSError as exc:
+            log.warning("cannot store %s from the shared store (%s)", key, exc.strerror)
+            return None
+        return await self.load_stored_file(key)
 
     async def expected_checksum(self, key: CacheKey) -> bytes | None:
         """The signed outer checksum a tarball must match (None for unsigned kinds)."""
@@ -475,6 +545,10 @@ class Cache:
     def _download_done(self, key: CacheKey, download: Download) -> None:
         if self._downloads.get(key) is download:
             del self._downloads[key]
+        if download.stored and download.sha256 and self.shared is not None:
+            now = self.clock()
+            meta = Meta(download.sha256, download.written, now, now)
+            self.shared.publish_file(key, download.path, meta)
         if isinstance(download.error, NotFound):
             self._negative[key] = self.clock() + self.config.cache.negative_ttl
 
@@ -508,3 +582,17 @@ class Cache:
         if stored is None:
             raise UpstreamUnavailable(f"{key} was fetched but could not be stored")
         return stored
+
+
+def shared_copy_problem(
+    body: bytes, expected: bytes | None, digest: tuple[str, bytes] | None, max_size: int
+) -> str | None:
+    """Why an immutable object from the shared store must not be served, if it must not:
+    the same checks an upstream download passes (size, signed checksum, build digest)."""
+    if len(body) > max_size:
+        return f"{len(body)} bytes, over the {max_size}-byte limit"
+    if expected is not None and hashlib.sha256(body).digest() != expected:
+        return "sha256 does not match the signed outer checksum"
+    if digest is not None and hashlib.new(digest[0], body).digest() != digest[1]:
+        return f"{digest[0]} does not match the signed installs CSV"
+    return None

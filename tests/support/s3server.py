@@ -111,6 +111,7 @@ class SeaweedServer:
             *(f"-master.port={master}", f"-master.port.grpc={master_grpc}"),
             "-master.volumeSizeLimitMB=64",
             *(f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=8"),
+            "-volume.preStopSeconds=0",  # tests stop it often; no cluster to drain from
             *("-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}"),
             *("-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={identities}"),
             # The Iceberg and Lance gateways default to fixed ports; they are not needed.
@@ -176,7 +177,8 @@ class SeaweedServer:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            # weed takes its time over a clean stop; its data is a temp directory.
+            proc.wait(timeout=3)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
