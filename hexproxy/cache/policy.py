@@ -445,9 +445,10 @@ class Cache:
         if running is not None:
             return running
         self._check_negative(key)
-        if self.offline:
+        # Offline, a shared store is still asked: an air-gapped site's replicas share it.
+        if self.offline and self.shared is None:
             raise self._offline_miss(key)
-        if key.kind is Kind.INSTALL:
+        if key.kind is Kind.INSTALL and not self.offline:
             self.builds.check(key)
         expected = await self.expected_checksum(key)
         digest = await self.expected_install_digest(key)
@@ -459,6 +460,8 @@ class Cache:
             stored = await self._fill_from_shared(key, expected, digest)
             if stored is not None:
                 return stored
+        if self.offline:
+            raise self._offline_miss(key)
         return self._downloads.get(key) or self._start_download(key, expected, digest)
 
     async def _fill_from_shared(
