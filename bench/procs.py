@@ -59,7 +59,9 @@ class Processes:
     ) -> None:
         self.stop_all()
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             argv,
@@ -68,6 +70,7 @@ class Processes:
             stdin=subprocess.DEVNULL,
             cwd=REPO_ROOT,
             start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
         )
         log.close()
         self._procs.append((name, proc))
@@ -104,13 +107,19 @@ class Processes:
         return f"http://127.0.0.1:{port_file.read_text().strip()}"
 
     def hexproxy(
-        self, *, upstream: str, cache_dir: Path, public_key: Path, workers: int
+        self,
+        *,
+        upstream: str,
+        cache_dir: Path,
+        public_key: Path,
+        workers: int,
+        env: dict[str, str] | None = None,
     ) -> tuple[str, subprocess.Popen[bytes]]:
         port = free_port()
         argv = [sys.executable, "-m", "hexproxy", "serve", "--listen", f"127.0.0.1:{port}"]
         argv += ["--upstream", upstream, "--cache-dir", str(cache_dir)]
         argv += ["--public-key", str(public_key), "--workers", str(workers)]
-        proc = self.start(f"hexproxy-w{workers}", argv)
+        proc = self.start(f"hexproxy-w{workers}", argv, env)
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_ok(url + "/_hexproxy/health"), "hexproxy")
         return url, proc

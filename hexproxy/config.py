@@ -87,7 +87,7 @@ class StoreConfig:
     endpoint_url: str = ""
     region: str = ""
     addressing_style: str = "auto"
-    timeout: float = 5.0
+    timeout: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)

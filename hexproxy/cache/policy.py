@@ -91,6 +91,12 @@ class Cache:
             upstream.builds.shown_url, config.cache.negative_ttl, lambda: self.clock()
         )
 
+    async def start(self) -> None:
+        """Open the upstream client and, if there is one, the shared store's."""
+        await self.upstream.start()
+        if self.shared is not None:
+            await self.shared.start()
+
     async def close(self) -> None:
         """Stop running fetches (their temp files are dropped) and the upstream client."""
         tasks: list[asyncio.Task[Any]] = [f.task for f in self._flights.values()]
@@ -358,6 +364,9 @@ class Cache:
     async def _load_shared(self, key: CacheKey) -> Entry[Any] | None:
         """Another replica's copy, verified here exactly as if upstream had sent it, then
         kept on this replica's disk. Its freshness is what that replica recorded."""
+        until = self._negative.get(key)
+        if until is not None and self.clock() < until:
+            return None  # upstream said 404 a moment ago: no store request per retry
         blob = await self.shared.get(key) if self.shared is not None else None
         if blob is None:
             return None

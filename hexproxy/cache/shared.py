@@ -35,6 +35,9 @@ FAILURE_THRESHOLD = 3
 RETRY_AFTER = 10.0
 # At shutdown, uploads still running get this long to finish before they are dropped.
 DRAIN_TIMEOUT = 10.0
+# /_hexproxy/ready waits at most this long for the store: a readiness probe gives up after
+# a second by default, and a slow store must not make a replica that serves look unready.
+READY_TIMEOUT = 0.8
 
 
 def is_shared(key: CacheKey) -> bool:
@@ -59,6 +62,9 @@ class SharedTier:
     @property
     def state(self) -> str:
         return self.breaker.state.value
+
+    async def start(self) -> None:
+        await self.store.open()
 
     async def get(self, key: CacheKey) -> Blob | None:
         """The store's copy, or None: not there, or the store cannot be asked now."""
@@ -134,14 +140,25 @@ class SharedTier:
         return result
 
     async def check(self) -> str | None:
-        """None when the store answers, else why not (for /_hexproxy/ready)."""
+        """None when the store answers, else why not (for /_hexproxy/ready); quick, and
+        not asked at all while its circuit is open."""
+        if self.breaker.state is State.PAUSED:
+            wait = self.breaker.seconds_until_retry()
+            return f"{self.breaker.last_error} (not asked again for {wait:.0f}s)"
         try:
-            await self.store.check()
+            async with asyncio.timeout(READY_TIMEOUT):
+                await self.store.check()
         except StoreUnavailable as exc:
-            self.requests[("check", "error")] += 1
-            return exc.message
-        self.requests[("check", "ok")] += 1
-        return None
+            reason = exc.message
+        except TimeoutError:
+            reason = f"{self.location}: no answer within {READY_TIMEOUT}s"
+        else:
+            self.breaker.record_success()
+            self.requests[("check", "ok")] += 1
+            return None
+        self.breaker.record_failure(reason)
+        self.requests[("check", "error")] += 1
+        return reason
 
     async def drain(self) -> None:
         """Wait (at most DRAIN_TIMEOUT) for the uploads under way."""

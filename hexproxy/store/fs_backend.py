@@ -104,5 +104,8 @@ class FsStore:
         if not await asyncio.to_thread(self.files.root.is_dir):
             raise StoreUnavailable(f"no cache directory at {self.files.root}")
 
+    async def open(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None

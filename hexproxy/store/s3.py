@@ -74,9 +74,10 @@ class S3Store:
         settings = AioConfig(
             connect_timeout=timeout,
             read_timeout=timeout,
-            # One retry: a store that fails twice is treated as down (the proxy falls
-            # back to its own disk and upstream), not retried for a minute.
-            retries={"max_attempts": 2, "mode": "standard"},
+            # No retries: a store that fails is treated as down at once (the proxy falls
+            # back to its own disk and upstream, and a circuit breaker spares it a while);
+            # a client waiting on a retry would wait for nothing.
+            retries={"max_attempts": 1, "mode": "standard"},
             s3={"addressing_style": self.config.addressing_style},
             # Checksums only where S3 requires them: several S3-compatible servers
             # reject the newer default trailers. Bodies are verified by sha256 anyway.
@@ -181,6 +182,11 @@ class S3Store:
         s3 = await self._s3()
         async with self._errors("check", None):
             await s3.head_bucket(Bucket=self.bucket)
+
+    async def open(self) -> None:
+        # Building the client loads botocore's S3 model (a large JSON file): a second or
+        # more on a busy machine, which must not fall on the first request or probe.
+        await self._s3()
 
     async def close(self) -> None:
         await self._stack.aclose()

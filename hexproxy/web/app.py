@@ -26,7 +26,7 @@ def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
             cache.storage.prepare()
         else:
             cache.storage.tmp.mkdir(parents=True, exist_ok=True)
-        await cache.upstream.start()
+        await cache.start()
         yield
         await cache.close()
 

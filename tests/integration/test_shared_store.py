@@ -22,7 +22,7 @@ from hexproxy.store.s3 import S3Store
 from hexproxy.store.storage import Meta
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream, small_tree
-from tests.fakes.hex_repo import corrupt_signature, flip_byte
+from tests.fakes.hex_repo import BlackHole, corrupt_signature, flip_byte
 from tests.support.keys import test_private_key
 from tests.support.repo import PackageSpec, build_repo
 
@@ -221,3 +221,34 @@ async def test_a_missing_object_is_missing_not_an_error(
             raise AssertionError("alpha 1.1.0 was never fetched")
     finally:
         await store.close()
+
+
+async def test_a_black_holed_store_never_holds_a_client_long(
+    make_proxy: ProxyFactory, upstream: Upstream, tmp_path: Path, s3_store_config: StoreConfig
+) -> None:
+    hole = BlackHole()
+    port = await hole.start()
+    try:
+        silent = StoreConfig(
+            kind="s3",
+            bucket=s3_store_config.bucket,
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region="us-east-1",
+            timeout=1.0,
+        )
+        a = await make_proxy(**settings(silent, tmp_path / "a", store__timeout=1.0))
+        paths = ["/packages/alpha", TARBALL, "/packages/beta", "/tarballs/beta-2.0.0.tar"]
+        async with asyncio.timeout(30):  # a hang guard, not a timing
+            for path in paths:
+                status, body, _ = await fetch(a, path)
+                assert (status, body) == (200, upstream.repo.files[path.lstrip("/")])
+            ready = await a.get("/_hexproxy/ready")
+            assert ready.status == 200
+            assert "store: UNREACHABLE" in await ready.text()
+        shared = a.app[CACHE].shared
+        assert shared is not None
+        # After three failures the store is left alone: later lookups skip it.
+        assert shared.state == "paused"
+        assert shared.requests[("get", "skipped")] >= 1
+    finally:
+        await hole.close()
