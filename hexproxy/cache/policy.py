@@ -47,7 +47,7 @@ from .builds_host import BuildsHost
 from .entries import Answer, Counters, Entry, Status, StoredFile
 from .gate import Gate, csv_key, is_installs_csv, is_installs_signature, signature_key
 from .memory import Memory
-from .shared import SharedTier
+from .shared import SharedTier, shared_copy_problem
 
 log = logging.getLogger("hexproxy.cache")
 
@@ -594,17 +594,3 @@ class Cache:
         if stored is None:
             raise UpstreamUnavailable(f"{key} was fetched but could not be stored")
         return stored
-
-
-def shared_copy_problem(
-    body: bytes, expected: bytes | None, digest: tuple[str, bytes] | None, max_size: int
-) -> str | None:
-    """Why an immutable object from the shared store must not be served, if it must not:
-    the same checks an upstream download passes (size, signed checksum, build digest)."""
-    if len(body) > max_size:
-        return f"{len(body)} bytes, over the {max_size}-byte limit"
-    if expected is not None and hashlib.sha256(body).digest() != expected:
-        return "sha256 does not match the signed outer checksum"
-    if digest is not None and hashlib.new(digest[0], body).digest() != digest[1]:
-        return f"{digest[0]} does not match the signed installs CSV"
-    return None

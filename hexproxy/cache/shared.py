@@ -16,6 +16,7 @@ and the replica carries on from its own disk and upstream.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
@@ -171,3 +172,17 @@ class SharedTier:
             task.cancel()
         await asyncio.gather(*self._uploads, return_exceptions=True)
         await self.store.close()
+
+
+def shared_copy_problem(
+    body: bytes, expected: bytes | None, digest: tuple[str, bytes] | None, max_size: int
+) -> str | None:
+    """Why an immutable object from the shared store must not be served, if it must not:
+    the same checks an upstream download passes (size, signed checksum, build digest)."""
+    if len(body) > max_size:
+        return f"{len(body)} bytes, over the {max_size}-byte limit"
+    if expected is not None and hashlib.sha256(body).digest() != expected:
+        return "sha256 does not match the signed outer checksum"
+    if digest is not None and hashlib.new(digest[0], body).digest() != digest[1]:
+        return f"{digest[0]} does not match the signed installs CSV"
+    return None
