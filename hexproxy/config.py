@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .registry import HEXPM_PUBLIC_KEY_PEM, is_valid_name, load_public_key
+from .registry import HEXPM_PUBLIC_KEY_PEM, is_valid_name, is_valid_org, load_public_key
 from .units import parse_duration, parse_size
 
 MiB = 1024 * 1024
@@ -29,6 +29,14 @@ def default_cache_dir(env: Mapping[str, str]) -> str:
     """``$XDG_CACHE_HOME/hexproxy``, else ``~/.cache/hexproxy``."""
     base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".cache")
     return str(Path(base) / "hexproxy")
+
+
+def default_hosted_dir(env: Mapping[str, str]) -> str:
+    """``$XDG_DATA_HOME/hexproxy/hosted``, else ``~/.local/share/hexproxy/hosted``: data,
+    not cache, so nothing that clears caches takes the company's packages with it."""
+    home = Path(env.get("HOME", "~")).expanduser()
+    base = env.get("XDG_DATA_HOME") or str(home / ".local" / "share")
+    return str(Path(base) / "hexproxy" / "hosted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,7 @@ class ServerConfig:
 class UpstreamConfig:
     url: str = "https://repo.hex.pm"
     builds_url: str = "https://builds.hex.pm"
+    api_url: str = "https://hex.pm/api"
     repo_name: str = "hexpm"
     public_key: str = ""
     installs_public_key: str = ""
@@ -91,10 +100,48 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HostedRepoConfig:
+    """One ``[[hosted.repos]]`` entry: a repository hexproxy publishes and signs itself."""
+
+    name: str
+    # PEM file of its RSA signing key; empty: generated in hosted.dir/NAME on first use.
+    private_key: str = ""
+    # "sha256:HEX" digests of the API keys that may read (if any are set, reads need one)
+    # and that may publish (write implies read).
+    read_keys: tuple[str, ...] = ()
+    write_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HostedConfig:
+    dir: str = ""
+    max_tarball_size: int = 16 * MiB
+    max_unpacked_size: int = 128 * MiB
+    max_docs_size: int = 16 * MiB
+    repos: tuple[HostedRepoConfig, ...] = ()
+
+    def repo(self, name: str) -> HostedRepoConfig | None:
+        return next((r for r in self.repos if r.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgsConfig:
+    """hex.pm organizations (``/repos/ORG/...``): how long upstream's word on a key holds."""
+
+    auth_ttl: float = 300.0
+    offline_grace: float = 86400.0
+    # Organization -> hashes of the keys that may read it when the proxy is offline
+    # (``hexproxy orgs hash-key``); never the keys themselves.
+    keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    hosted: HostedConfig = field(default_factory=HostedConfig)
+    orgs: OrgsConfig = field(default_factory=OrgsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
 
     @property
@@ -106,9 +153,13 @@ SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "upstream": UpstreamConfig,
     "cache": CacheConfig,
+    "hosted": HostedConfig,
+    "orgs": OrgsConfig,
     "store": StoreConfig,
 }
 
+# What a listed key hash looks like (see hexproxy.orgs.credentials.listed_hash).
+KEY_HASH = re.compile(r"\Ahmac-sha256:[0-9a-f]{64}\Z")
 # S3's bucket naming rules (the common subset every S3-compatible server accepts).
 _BUCKET = re.compile(r"\A[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 
@@ -147,10 +198,41 @@ def _parse_str(value: Any) -> str:
 
 
 # Keys whose values are sizes or durations get the unit-aware parsers.
-_SIZE_KEYS = {"max_tarball_size", "max_registry_size", "max_size"}
+_SIZE_KEYS = {
+    "max_tarball_size",
+    "max_registry_size",
+    "max_size",
+    "max_unpacked_size",
+    "max_docs_size",
+}
+
+
+def _parse_key_lists(value: Any) -> dict[str, tuple[str, ...]]:
+    """``{org = ["hmac-sha256:..."]}`` from TOML, or ``org=HASH,HASH;org2=HASH`` from the
+    environment."""
+    if isinstance(value, str):
+        table: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in value.split(";"))):
+            org, sep, hashes = part.partition("=")
+            if not sep:
+                raise ValueError(f"expected ORG=HASH[,HASH...], got {part!r}")
+            table[org.strip()] = [h.strip() for h in hashes.split(",") if h.strip()]
+        value = table
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table of organization = [key hashes], got {value!r}")
+    parsed: dict[str, tuple[str, ...]] = {}
+    for org, hashes in value.items():
+        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+            raise ValueError(f"{org}: expected a list of key hashes")
+        parsed[org] = tuple(hashes)
+    return parsed
 
 
 def _parser_for(name: str, kind: Any) -> Callable[[Any], Any]:
+    if name == "repos":
+        return _parse_repos
+    if name == "keys":
+        return _parse_key_lists
     if name in _SIZE_KEYS:
         return parse_size
     if kind in ("bool", bool):
@@ -160,6 +242,35 @@ def _parser_for(name: str, kind: Any) -> Callable[[Any], Any]:
     if kind in ("float", float):
         return parse_duration
     return _parse_str
+
+
+# How API keys appear in the configuration: never in clear (hosted/keys.py).
+_KEY_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_REPO_FIELDS = {f.name for f in dataclasses.fields(HostedRepoConfig)}
+
+
+def _parse_repos(value: Any) -> tuple[HostedRepoConfig, ...]:
+    """``[[hosted.repos]]`` tables; only a config file can give them."""
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ValueError("expected [[hosted.repos]] tables (set them in the config file)")
+    repos = []
+    for table in value:
+        unknown = set(table) - _REPO_FIELDS
+        if unknown:
+            raise ValueError(f"unknown key {sorted(unknown)[0]!r} in a [[hosted.repos]] table")
+        if not isinstance(table.get("name"), str):
+            raise ValueError("every [[hosted.repos]] table needs a name")
+        keys = {k: _parse_key_list(k, table.get(k, [])) for k in ("read_keys", "write_keys")}
+        repos.append(
+            HostedRepoConfig(table["name"], _parse_str(table.get("private_key", "")), **keys)
+        )
+    return tuple(repos)
+
+
+def _parse_key_list(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f'{name}: expected a list of "sha256:..." strings')
+    return tuple(v.lower() for v in value)
 
 
 def _coerce(section: str, key: str, value: Any) -> Any:
@@ -226,6 +337,8 @@ def load_config(
         sections[section][key] = _coerce(section, key, value)
     if not sections["cache"].get("dir"):
         sections["cache"]["dir"] = default_cache_dir(env)
+    if not sections["hosted"].get("dir"):
+        sections["hosted"]["dir"] = default_hosted_dir(env)
     config = Config(**{name: SECTIONS[name](**vals) for name, vals in sections.items()})
     validate(config)
     return config
@@ -261,6 +374,7 @@ def validate(config: Config) -> None:
     )
     _check_url("[upstream] url", upstream.url)
     _check_url("[upstream] builds_url", upstream.builds_url)
+    _check_url("[upstream] api_url", upstream.api_url)
     _check(
         is_valid_name(upstream.repo_name),
         "[upstream] repo_name",
@@ -272,6 +386,8 @@ def validate(config: Config) -> None:
     for key in ("max_tarball_size", "max_registry_size"):
         _check(getattr(upstream, key) > 0, f"[upstream] {key}", "must be greater than 0")
     _check(cache.registry_ttl >= 0, "[cache] registry_ttl", "must not be negative")
+    validate_hosted(config)
+    _validate_orgs(config.orgs, upstream.repo_name)
     read_key_file("[upstream] public_key", upstream.public_key)
     read_key_file("[upstream] installs_public_key", upstream.installs_public_key)
     validate_store(config.store)
@@ -318,6 +434,60 @@ def read_key_file(setting: str, path: str) -> bytes | None:
     except ValueError as exc:
         raise ConfigError(f"{setting}: {path}: {exc}") from None
     return pem
+
+
+def validate_hosted(config: Config) -> None:
+    hosted = config.hosted
+    for key in ("max_tarball_size", "max_unpacked_size", "max_docs_size"):
+        _check(getattr(hosted, key) > 0, f"[hosted] {key}", "must be greater than 0")
+    names = [r.name for r in hosted.repos]
+    for repo in hosted.repos:
+        where = f"[[hosted.repos]] {repo.name!r}"
+        _check(_valid_repo_name(repo.name), where, "name must be lowercase letters, digits, _")
+        _check(
+            repo.name != config.upstream.repo_name,
+            where,
+            f"{repo.name!r} is the mirrored repository's name",
+        )
+        _check(names.count(repo.name) == 1, where, "is configured twice")
+        for digest in (*repo.read_keys, *repo.write_keys):
+            _check(
+                _KEY_DIGEST.fullmatch(digest) is not None,
+                where,
+                'keys must be "sha256:" + 64 hex digits',
+            )
+    if hosted.repos:
+        data, cache = Path(hosted.dir).resolve(), config.cache_dir.resolve()
+        overlap = data == cache or cache in data.parents or data in cache.parents
+        _check(not overlap, "[hosted] dir", "must not be inside the cache directory or hold it")
+
+
+def _valid_repo_name(name: str) -> bool:
+    return (
+        bool(name)
+        and len(name) <= 64
+        and name[0].isascii()
+        and name[0].islower()
+        and all(c.isascii() and (c.islower() or c.isdigit() or c == "_") for c in name)
+    )
+
+
+def _validate_orgs(orgs: OrgsConfig, repo_name: str) -> None:
+    _check(orgs.auth_ttl >= 0, "[orgs] auth_ttl", "must not be negative")
+    _check(orgs.offline_grace >= 0, "[orgs] offline_grace", "must not be negative")
+    for org, hashes in orgs.keys.items():
+        _check(
+            is_valid_org(org) and org != repo_name,
+            "[orgs] keys",
+            f"not an organization name: {org!r}",
+        )
+        for value in hashes:
+            _check(
+                bool(KEY_HASH.match(value)),
+                "[orgs] keys",
+                f"{org}: expected hmac-sha256:<64 hex digits> (hexproxy orgs hash-key), "
+                f"got {value[:20]!r}",
+            )
 
 
 def load_public_key_pem(config: Config) -> bytes:

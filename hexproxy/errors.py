@@ -10,6 +10,9 @@ the clients that print one (web/clients.py decides which clients those are).
     HexproxyError                    500 internal
     ├── ConfigError                  (CLI exit 2; never reaches HTTP)
     ├── InvalidRequest               400 a path or name that breaks the grammar
+    ├── CredentialRequired           401 an organization's repository asked for without a key
+    ├── CredentialNotListed          403 offline: the key is not listed for that organization
+    ├── UpstreamRefused              401/403/404 upstream's own refusal, passed on as it came
     ├── NotFound                     404 upstream has no such object
     │   └── NotCached                404 offline, and the cache does not hold it
     ├── VerificationError            502 upstream bytes failed a check; nothing is stored
@@ -20,7 +23,8 @@ the clients that print one (web/clients.py decides which clients those are).
     │   └── TooLarge                 body (or gunzipped body) over its limit
     ├── UpstreamError                502 upstream could not give an answer
     │   ├── UpstreamUnavailable      connection refused, DNS, circuit open, offline
-    │   │   └── InstallsUnavailable  404 /installs/* with the builds host down; nothing cached
+    │   │   ├── InstallsUnavailable  404 /installs/* with the builds host down; nothing cached
+    │   │   └── NotConfirmed         upstream down and the key not confirmed within offline_grace
     │   ├── UpstreamTimeout          504 connect or read timed out
     │   └── UpstreamStatus           upstream answered with an unexpected status
     └── StoreError                   503 the storage backend (an object store) failed
@@ -55,6 +59,48 @@ class ConfigError(HexproxyError):
 class InvalidRequest(HexproxyError):
     http_status = 400
     code = "invalid_request"
+
+
+class CredentialRequired(HexproxyError):
+    """A request for an organization's repository that carries no ``authorization``."""
+
+    http_status = 401
+    code = "credential_required"
+
+
+class CredentialNotListed(HexproxyError):
+    """Offline, a key whose hash ``orgs.keys`` does not list for that organization."""
+
+    http_status = 403
+    code = "credential_not_listed"
+
+
+class UpstreamRefused(HexproxyError):
+    """Upstream answered 401, 403 or 404 to a request made with the client's credential.
+
+    The client gets that status with upstream's own ``x-hex-message`` (to the clients
+    that take one), ``www-authenticate`` and body, so it sees what hex.pm said.
+    """
+
+    code = "upstream_refused"
+    client_message = False  # upstream's own x-hex-message is passed on instead
+
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        *,
+        hex_message: str | None = None,
+        www_authenticate: str | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.hex_message = hex_message
+        self.www_authenticate = www_authenticate
+        self.body = body
+        self.content_type = content_type
 
 
 class NotFound(HexproxyError):
@@ -120,6 +166,13 @@ class InstallsUnavailable(UpstreamUnavailable):
     http_status = 404
     code = "installs_unavailable"
     client_message = False
+
+
+class NotConfirmed(UpstreamUnavailable):
+    """Upstream cannot be asked whether a key may read an organization, and it did not
+    accept that key within ``orgs.offline_grace``: nothing is served from the cache."""
+
+    code = "not_confirmed"
 
 
 class UpstreamStatus(UpstreamError):

@@ -87,14 +87,25 @@ def cache_keys(storage: FileStorage) -> list[CacheKey]:
     return [key for key in storage.iter_keys() if key.is_registry or key.kind is Kind.TARBALL]
 
 
-def export_bundle(storage: FileStorage, keys: Iterable[CacheKey], dest: Path) -> ExportReport:
-    """Write ``keys`` from ``storage`` into the tar file ``dest`` (replaced atomically)."""
+def export_bundle(
+    storage: FileStorage,
+    keys: Iterable[CacheKey],
+    dest: Path,
+    extra: Iterable[tuple[str, str, bytes]] = (),
+) -> ExportReport:
+    """Write ``keys`` from ``storage`` into the tar file ``dest`` (replaced atomically),
+    plus ``extra`` files given as (path, kind, bytes): the hosted repositories."""
     started = time.monotonic()
     report = ExportReport()
     temp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
         with tarfile.open(temp, "w", format=tarfile.PAX_FORMAT) as tar:
             entries = [_add_object(tar, storage, key) for key in _ordered(keys)]
+            now = time.time()
+            for path, kind, data in extra:
+                _add_bytes(tar, path, data, now)
+                digest = hashlib.sha256(data).hexdigest()
+                entries.append(ManifestEntry(path, kind, digest, len(data)))
             _add_bytes(tar, MANIFEST, _manifest_bytes(entries), time.time())
         os.replace(temp, dest)
     except BaseException:

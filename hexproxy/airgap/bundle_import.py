@@ -36,6 +36,10 @@ from pathlib import Path
 from ..cache.gate import RegistryFile
 from ..cache.policy import Cache
 from ..errors import VerificationError
+from ..hosted import Hosted
+from ..hosted.repository import MAX_REGISTRY
+from ..hosted.transfer import PREFIX as HOSTED_PREFIX
+from ..hosted.transfer import import_files
 from ..registry import Names, Package
 from ..store.cachekey import CacheKey, Kind, package_key
 from ..store.storage import Meta
@@ -64,8 +68,9 @@ class ImportReport:
         return not self.refused
 
 
-def import_bundle(cache: Cache, source: Path) -> ImportReport:
-    """Verify every member of ``source`` and store the good ones in ``cache.storage``."""
+def import_bundle(cache: Cache, source: Path, hosted: Hosted | None = None) -> ImportReport:
+    """Verify every member of ``source`` and store the good ones in ``cache.storage``;
+    members under ``hosted/`` go to the hosted repositories (hosted/transfer.py)."""
     started = time.monotonic()
     with open_tar(source) as tar:
         try:
@@ -73,8 +78,18 @@ def import_bundle(cache: Cache, source: Path) -> ImportReport:
         except (tarfile.TarError, EOFError) as exc:
             raise BundleError(f"{source} is damaged: {exc}") from None
         importer.run()
-    importer.report.seconds = time.monotonic() - started
-    return importer.report
+    report = importer.report
+    if importer.hosted_files and hosted is None:
+        reason = "no hosted repositories are configured here"
+        report.refused += [(path, reason) for path in sorted(importer.hosted_files)]
+    elif importer.hosted_files and hosted is not None:
+        outcome = import_files(hosted, importer.hosted_files)
+        report.added += outcome.added
+        report.skipped += outcome.skipped
+        report.refused += outcome.refused
+        report.bytes += sum(len(importer.hosted_files[p]) for p in outcome.added)
+    report.seconds = time.monotonic() - started
+    return report
 
 
 class _Importer:
@@ -87,6 +102,8 @@ class _Importer:
         self.report = ImportReport()
         # Verified /packages/NAME from the bundle, to check its tarballs against.
         self.signed: dict[str, Package] = {}
+        # hosted/... members whose bytes match the manifest; checked by hosted/transfer.py.
+        self.hosted_files: dict[str, bytes] = {}
 
     def run(self) -> None:
         members = self._members()
@@ -104,17 +121,32 @@ class _Importer:
         for member in self.tar.getmembers():
             if member.name == MANIFEST:
                 continue
+            if member.name.startswith(HOSTED_PREFIX):
+                self._hosted_member(member)
+                continue
             key = key_from_path(member.name)
             problem = _member_problem(member, key, self.manifest, found)
             if problem is not None or key is None:
                 self.report.refused.append((member.name, problem or "not a cache path"))
                 continue
             found[key] = member
-        listed = {key.path for key in found}
+        listed = {key.path for key in found} | set(self.hosted_files)
         for path in sorted(set(self.manifest) - listed):
             if all(path != name for name, _ in self.report.refused):
                 self.report.refused.append((path, "listed in the manifest but not in the bundle"))
         return found
+
+    def _hosted_member(self, member: tarfile.TarInfo) -> None:
+        entry = self.manifest.get(member.name)
+        limit = max(self.cache.config.hosted.max_tarball_size, MAX_REGISTRY)
+        if entry is None or not member.isfile() or member.size != entry.size or member.size > limit:
+            self.report.refused.append((member.name, "not listed in the manifest as this file"))
+            return
+        body = read_member(self.tar, member)
+        if hashlib.sha256(body).hexdigest() != entry.sha256:
+            self.report.refused.append((member.name, "sha256 differs from the manifest's"))
+            return
+        self.hosted_files[member.name] = body
 
     def _import(self, key: CacheKey, member: tarfile.TarInfo) -> None:
         body = self._body(key, member)

@@ -42,8 +42,12 @@ READY_TIMEOUT = 0.8
 
 
 def is_shared(key: CacheKey) -> bool:
-    """Registry files and immutable objects. Installer CSVs stay per replica: each is
-    checked against its own .signed, and both come from the builds host together."""
+    """The public repository's registry files and immutable objects. Installer CSVs stay
+    per replica: each is checked against its own .signed, and both come from the builds
+    host together. An organization's files never go to the store: who may read them is
+    decided per credential (``orgs``), and the store knows nothing of credentials."""
+    if key.org:
+        return False
     return not (key.kind is Kind.INSTALL and key.is_mutable)
 
 

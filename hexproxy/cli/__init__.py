@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError
-from . import bundle, cache, serve, warm
+from . import bundle, cache, hosted, orgs, serve, warm
 from .options import config_from_args, usage_error
 
 __all__ = ["build_parser", "main"]
@@ -25,6 +25,8 @@ REGISTRARS: list[Callable[[Any], None]] = [
     warm.register,  # hexproxy warm
     bundle.register,  # hexproxy export | import
     cache.register,  # hexproxy cache ls|stats|verify|rm|prune
+    hosted.register,  # hexproxy hosted publish|ls|revert|retire|unretire|key|verify|new-key
+    orgs.register,  # hexproxy orgs hash-key
 ]
 
 

@@ -16,6 +16,8 @@ from ..airgap.warm import summary_lines
 from ..cache.policy import Cache
 from ..cache.wiring import build_cache
 from ..config import Config
+from ..hosted import Hosted
+from ..hosted.transfer import bundle_files
 from ..store.cachekey import CacheKey
 from ..store.storage import FileStorage
 from ..units import format_size
@@ -54,7 +56,9 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
     if keys is None:
         return EXIT_FAILED
     try:
-        report = export_bundle(FileStorage(config.cache_dir), keys, args.bundle)
+        report = export_bundle(
+            FileStorage(config.cache_dir), keys, args.bundle, _hosted_files(args, config)
+        )
     except BundleError as exc:
         error(exc.message)
         return EXIT_FAILED
@@ -62,6 +66,13 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
         return usage_error(f"cannot write {args.bundle}: {exc.strerror or exc}")
     _print_export(args.bundle, report)
     return EXIT_OK
+
+
+def _hosted_files(args: argparse.Namespace, config: Config) -> list[tuple[str, str, bytes]]:
+    """Every hosted repository goes along with a whole-cache export."""
+    if args.lock or args.specs or not config.hosted.repos:
+        return []
+    return [(path, "hosted", data) for path, data in bundle_files(Hosted.open(config))]
 
 
 def _export_keys(args: argparse.Namespace, config: Config) -> list[CacheKey] | None:
@@ -108,7 +119,8 @@ def run_import(args: argparse.Namespace, config: Config) -> int:
     cache = build_cache(config)  # only for its verification gate: no upstream is started
     cache.storage.tmp.mkdir(parents=True, exist_ok=True)
     try:
-        report = import_bundle(cache, args.bundle)
+        hosted = Hosted.open(config) if config.hosted.repos else None
+        report = import_bundle(cache, args.bundle, hosted)
     except BundleError as exc:
         return usage_error(exc.message)
     _print_import(report)

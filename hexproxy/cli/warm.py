@@ -1,10 +1,11 @@
-"""``hexproxy warm [--lock FILE]... [SPEC...]``: fill the cache before it is needed."""
+"""``hexproxy warm [--lock FILE]... [SPEC...] [--org ORG]``: fill the cache before it is needed."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -21,7 +22,12 @@ from ..cache.wiring import build_cache
 from ..config import Config
 from ..installs import Target
 from ..installs import parse_target as parse_installs_target
+from ..orgs import OrgSource, org_repos_beside
+from ..registry import is_valid_org
 from .options import EXIT_FAILED, EXIT_OK, config_args, usage_error
+
+# The variable Hex and rebar3 read a repository key from; CI that runs them has it set.
+ORG_KEY_ENV = "HEX_REPOS_KEY"
 
 SPEC_HELP = (
     "a package to warm: NAME (newest stable release), NAME@VERSION, or NAME@REQUIREMENT "
@@ -70,6 +76,19 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
+        "--org",
+        metavar="ORG",
+        help="the SPECs are packages of this hex.pm organization (their public dependencies "
+        "come from hexpm), and mix.lock entries of hexpm:ORG are warmed too; the key is read "
+        "from the environment variable named by --key-env, never from a flag",
+    )
+    parser.add_argument(
+        "--key-env",
+        metavar="VAR",
+        default=ORG_KEY_ENV,
+        help=f"environment variable holding the organization's key (default {ORG_KEY_ENV})",
+    )
+    parser.add_argument(
         "--installs",
         action="append",
         default=[],
@@ -113,13 +132,19 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return usage_error(str(exc))
     if args.jobs < 1:
         return usage_error(f"--jobs must be at least 1, not {args.jobs}")
+    org = None
+    if args.org is not None:
+        try:
+            org = org_and_key(args.org, args.key_env, config)
+        except InputError as exc:
+            return usage_error(str(exc))
     installs = asyncio.run(run_installs(config, targets)) if targets else InstallsReport()
     if targets:
         print_installs(installs, as_json=args.json)
     if inputs is None:
         return EXIT_FAILED if installs.failures else EXIT_OK
     show = TtyProgress(sys.stderr) if sys.stderr.isatty() and not args.json else None
-    report = asyncio.run(run_warm(config, inputs, args.jobs, args.all_versions, show))
+    report = asyncio.run(run_warm(config, inputs, args.jobs, args.all_versions, show, org))
     if show is not None:
         show.finish()
     print_report(report, as_json=args.json)
@@ -131,21 +156,46 @@ async def run_installs(config: Config, targets: list[Target]) -> InstallsReport:
         return await warm_installs(cache, targets)
 
 
+def org_and_key(org: str, key_env: str, config: Config) -> tuple[str, str]:
+    """The organization to warm and its key, from the environment (never a flag: flags
+    show in ps and shell history)."""
+    if not is_valid_org(org) or org == config.upstream.repo_name:
+        raise InputError(f"--org: not an organization name: {org!r}")
+    key = os.environ.get(key_env, "").strip()
+    if not key:
+        raise InputError(f"--org {org}: set {key_env} to a key that may read {org}")
+    return org, key
+
+
 async def run_warm(
     config: Config,
     inputs: WarmInputs,
     jobs: int,
     all_versions: bool,
     show: TtyProgress | None = None,
+    org: tuple[str, str] | None = None,
 ) -> WarmReport:
+    """Warm ``inputs``; with ``org`` = (ORG, key), the SPECs are that organization's."""
     async with open_cache(config) as cache:
-        return await warm(
-            cache,
-            inputs,
-            jobs=jobs,
-            all_versions=all_versions,
-            progress=show.update if show else None,
-        )
+        repos, sources = None, {}
+        if org is not None:
+            repos = org_repos_beside(cache)
+            credential = repos.credential(org[1])
+            assert credential is not None  # org_and_key refused an empty one
+            sources[org[0]] = OrgSource(repos, org[0], credential)
+        try:
+            return await warm(
+                cache,
+                inputs,
+                jobs=jobs,
+                all_versions=all_versions,
+                progress=show.update if show else None,
+                orgs=sources,
+                top_repository=org[0] if org else None,
+            )
+        finally:
+            if repos is not None:
+                await repos.close()
 
 
 @asynccontextmanager

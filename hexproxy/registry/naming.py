@@ -17,6 +17,7 @@ __all__ = [
     "check_version",
     "docs_filename",
     "is_valid_name",
+    "is_valid_org",
     "is_valid_version",
     "parse_docs_filename",
     "parse_tarball_filename",
@@ -32,6 +33,10 @@ MAX_VERSION_LENGTH = 255
 # uppercase: ten real packages (addressBook, exBankID, yEnc, ...) have it after the first
 # letter, so the documented `[a-z][a-z0-9_]*` would make them unreachable through the proxy.
 _NAME = re.compile(r"[a-z][A-Za-z0-9_]*")
+
+# hexpm/lib/hexpm/accounts/organization.ex: `~r"^[a-z0-9_]+$"` (lowercased on creation,
+# at least 3 characters). The length floor is hexpm's business, not a safety matter.
+_ORG = re.compile(r"[a-z0-9_]+")
 
 # SemVer 2.0.0: numeric parts without leading zeros; pre-release identifiers are either a
 # number without leading zeros or alphanumeric; build identifiers are any alphanumerics.
@@ -51,6 +56,11 @@ _DOCS_SUFFIX = ".tar.gz"
 def is_valid_name(s: str) -> bool:
     """True if `s` is a Hex package name: a lowercase letter, then letters, digits or "_"."""
     return len(s) <= MAX_NAME_LENGTH and _NAME.fullmatch(s) is not None
+
+
+def is_valid_org(s: str) -> bool:
+    """True if `s` is a hex.pm organization name: lowercase letters, digits and "_"."""
+    return len(s) <= MAX_NAME_LENGTH and _ORG.fullmatch(s) is not None
 
 
 def is_valid_version(s: str) -> bool:

@@ -3,6 +3,10 @@
 A key is only ever built from parts that passed the path grammar
 (``registry.naming``), so its storage path and upstream path cannot escape
 the cache directory or address anything but the object it names.
+
+A key with an ``org`` names an object of that hex.pm organization's repository
+(``/repos/ORG/...`` upstream, ``orgs/ORG/...`` on disk). It never equals the public
+key of the same name, so nothing that looks up public objects can find it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,13 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InvalidRequest
-from ..registry import check_name, check_version, parse_docs_filename, parse_tarball_filename
+from ..registry import (
+    check_name,
+    check_version,
+    is_valid_org,
+    parse_docs_filename,
+    parse_tarball_filename,
+)
 
 
 class Kind(enum.Enum):
@@ -35,23 +45,29 @@ class CacheKey:
     kind: Kind
     name: str = ""
     version: str = ""
+    org: str = ""  # a hex.pm organization; "" for the public repository
 
     @property
     def path(self) -> str:
         """Where it lives, relative to the cache directory: its upstream path, with the
         registry files under ``registry/`` and tarballs and docs in a directory per package
-        (so no one directory holds every release there is)."""
-        relative = self.upstream_path[1:]
+        (so no one directory holds every release there is); an organization's objects in
+        the same layout under ``orgs/ORG/``."""
+        relative = self._public_path[1:]
         if self.is_registry:
-            return f"registry/{relative}"
-        if self.kind in (Kind.TARBALL, Kind.DOCS):
+            relative = f"registry/{relative}"
+        elif self.kind in (Kind.TARBALL, Kind.DOCS):
             route, _, filename = relative.partition("/")
-            return f"{route}/{self.name}/{filename}"
-        return relative
+            relative = f"{route}/{self.name}/{filename}"
+        return f"orgs/{self.org}/{relative}" if self.org else relative
 
     @property
     def upstream_path(self) -> str:
         """The path under the upstream base URL (the same layout clients use)."""
+        return f"/repos/{self.org}{self._public_path}" if self.org else self._public_path
+
+    @property
+    def _public_path(self) -> str:
         match self.kind:
             case Kind.NAMES:
                 return "/names"
@@ -86,17 +102,30 @@ NAMES = CacheKey(Kind.NAMES)
 VERSIONS = CacheKey(Kind.VERSIONS)
 
 
-def package_key(name: str) -> CacheKey:
-    return CacheKey(Kind.PACKAGE, check_name(name))
+def package_key(name: str, org: str = "") -> CacheKey:
+    return CacheKey(Kind.PACKAGE, check_name(name), org=_org(org))
 
 
-def tarball_key(name: str, version: str) -> CacheKey:
-    return CacheKey(Kind.TARBALL, check_name(name), check_version(version))
+def tarball_key(name: str, version: str, org: str = "") -> CacheKey:
+    return CacheKey(Kind.TARBALL, check_name(name), check_version(version), _org(org))
 
 
-def docs_key(name: str, version: str) -> CacheKey:
+def docs_key(name: str, version: str, org: str = "") -> CacheKey:
     tarball_key(name, version)  # the same grammar
-    return CacheKey(Kind.DOCS, name, version)
+    return CacheKey(Kind.DOCS, name, version, _org(org))
+
+
+def org_registry_key(kind: Kind, org: str) -> CacheKey:
+    """An organization's /names or /versions."""
+    if kind not in (Kind.NAMES, Kind.VERSIONS):
+        raise ValueError(kind)
+    return CacheKey(kind, org=_org(org))
+
+
+def _org(org: str) -> str:
+    if org and not is_valid_org(org):
+        raise InvalidRequest(f"invalid organization name: {org[:64]!r}")
+    return org
 
 
 def install_key(relative: str) -> CacheKey:

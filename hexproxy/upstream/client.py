@@ -4,18 +4,19 @@ It turns every way a request can fail into the typed errors of ``errors.py``
 and reports each outcome to the circuit breaker of the host it went to, so the
 policy layer only ever sees "an answer" or "upstream could not answer, and why".
 
-Each upstream host has its own breaker: the repository (``url``) and the builds
-host (``builds_url``, the ``/installs/*`` files) fail independently, and a
-builds host that a locked-down network never reaches must not pause package
-fetches. A new upstream (the API, an organization's repository) is one more
-``Host`` here.
+Each upstream host has its own breaker: the repository (``url``), the builds
+host (``builds_url``, the ``/installs/*`` files), hex.pm organizations
+(``/repos/ORG/...`` under ``url``: hex.pm authorizes those through its API, which
+can fail while public files keep flowing) and the API (``api_url``, the few calls
+mix makes for organization keys) fail independently; a builds host that a
+locked-down network never reaches must not pause package fetches.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -72,14 +73,26 @@ def new_session(config: UpstreamConfig) -> aiohttp.ClientSession:
         # The proxy never acts on proxy settings from its own environment
         # implicitly: an upstream is a direct URL unless configured otherwise.
         trust_env=False,
+        # One session serves every client: a cookie set in an answer to one client's
+        # credential must never ride along with another client's request.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A whole answer to ``Upstream.send``."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Host:
     """One upstream host: where its objects live, and its own circuit breaker."""
 
-    name: str  # "repository" or "builds": what the status page, /ready and metrics show
+    name: str  # "repository", "builds", "orgs", "api": what /ready and metrics show
     url: str
     breaker: CircuitBreaker
 
@@ -101,7 +114,9 @@ class Upstream:
 
         self.repository = Host("repository", config.url, breaker())
         self.builds = Host("builds", config.builds_url, breaker())
-        self.hosts = (self.repository, self.builds)
+        self.orgs = Host("orgs", config.url, breaker())
+        self.api = Host("api", config.api_url, breaker())
+        self.hosts = (self.repository, self.builds, self.orgs, self.api)
         self._session: aiohttp.ClientSession | None = None
         self.observer: Observer | None = None
 
@@ -122,6 +137,8 @@ class Upstream:
         return self._session
 
     def host_for(self, key: CacheKey) -> Host:
+        if key.org:
+            return self.orgs
         return self.builds if key.kind is Kind.INSTALL else self.repository
 
     def breaker_for(self, key: CacheKey) -> CircuitBreaker:
@@ -160,7 +177,7 @@ class Upstream:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         async with self.open(key, headers=headers, accept=(200, 304, 404)) as resp:
-            body = await self._read_bounded(resp, limit) if resp.status == 200 else b""
+            body = await self.read_bounded(resp, limit) if resp.status == 200 else b""
             return Fetched(
                 resp.status, body, resp.headers.get("ETag"), resp.headers.get("Last-Modified")
             )
@@ -172,6 +189,7 @@ class Upstream:
         *,
         headers: dict[str, str] | None = None,
         accept: tuple[int, ...] = (200,),
+        allow_redirects: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A streaming GET; a status outside ``accept`` raises (404 as NotFound)."""
         host = self.host_for(key)
@@ -179,7 +197,9 @@ class Upstream:
         url = self.url_for(key)
         started = time.monotonic()
         try:
-            async with self.session.get(url, headers=headers, allow_redirects=True) as resp:
+            async with self.session.get(
+                url, headers=headers, allow_redirects=allow_redirects
+            ) as resp:
                 if self.observer is not None:
                     self.observer.answered(key, resp.status, time.monotonic() - started)
                 if resp.status >= 500:
@@ -205,12 +225,58 @@ class Upstream:
                 host, UpstreamUnavailable(f"upstream connection failed for {key}: {_reason(exc)}")
             ) from None
 
+    async def send(
+        self,
+        host: Host,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes,
+        limit: int,
+    ) -> Sent:
+        """One whole request to ``host`` (the API), its answer read up to ``limit`` bytes.
+
+        Redirects are not followed: the request may carry a client's credential, which
+        must reach that host and no other. Any status is an answer; 5xx counts against
+        the host's breaker like every other upstream failure.
+        """
+        self._admit(host)
+        url = host.url.rstrip("/") + path
+        what = f"{method} {host.name} {path.partition('?')[0]}"
+        try:
+            async with self.session.request(
+                method, url, headers=dict(headers), data=body or None, allow_redirects=False
+            ) as resp:
+                answer = await self.read_bounded(resp, limit)
+                if resp.status >= 500:
+                    self._record_failure(
+                        host, UpstreamStatus(f"{what}: {resp.status}", resp.status)
+                    )
+                else:
+                    host.breaker.record_success()
+                return Sent(resp.status, resp.headers.copy(), answer)
+        except HexproxyError as exc:
+            if isinstance(exc, UpstreamError):
+                self._record_failure(host, exc)
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise self._failed(host, UpstreamTimeout(f"upstream timed out for {what}")) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise self._failed(
+                host, UpstreamUnavailable(f"cannot connect to upstream: {_reason(exc)}")
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._failed(
+                host, UpstreamUnavailable(f"upstream connection failed for {what}: {_reason(exc)}")
+            ) from None
+
     def _failed(self, host: Host, error: UpstreamError) -> UpstreamError:
         self._record_failure(host, error)
         return error
 
     @staticmethod
-    async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    async def read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
         declared = resp.content_length
         if declared is not None and declared > limit:
             raise TooLarge(f"upstream declared {declared} bytes, over the {limit}-byte limit")

@@ -13,7 +13,9 @@ rest of the bytes in memory (bounded by the size limit) so clients are still
 served, and nothing is stored.
 
 Across worker processes a lock file makes sure only one of them fetches; the
-others wait for it and then serve the stored copy.
+others wait for it and then serve the stored copy. A fetch made with a client's
+credential (an organization's file) never takes that shortcut: another worker's
+copy was authorized by another credential, so it asks upstream itself.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import aiofiles
+import aiohttp
 
 from ..errors import ChecksumMismatch, HexproxyError, TooLarge, UpstreamTimeout
 from ..store.cachekey import CacheKey
@@ -40,6 +44,8 @@ log = logging.getLogger("hexproxy.download")
 
 CHUNK = 256 * 1024
 LOCK_POLL = 0.05
+
+Opener = Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]]
 
 
 class Download:
@@ -54,6 +60,8 @@ class Download:
         lock_timeout: float,
         on_verification_failure: Callable[[CacheKey, HexproxyError], None] | None = None,
         expected_digest: tuple[str, bytes] | None = None,
+        open_upstream: Opener | None = None,
+        adopt_stored: bool = True,
     ) -> None:
         self.key = key
         self.storage = storage
@@ -65,6 +73,12 @@ class Download:
         self.max_size = max_size
         self.lock_timeout = lock_timeout
         self.on_verification_failure = on_verification_failure
+        # How to open the upstream response (default: a plain GET of the key); it raises
+        # for any answer that is not the object itself.
+        self.open_upstream: Opener = open_upstream or (lambda: upstream.open(key))
+        self.adopt_stored = adopt_stored
+        self.upstream_etag: str | None = None
+        self.upstream_last_modified: str | None = None
         self.path: Path = storage.new_temp(key)
         self.size: int | None = None  # as declared by upstream, when it does
         self.written = 0
@@ -85,7 +99,7 @@ class Download:
     async def _run(self) -> None:
         try:
             async with self._cross_process_lock():
-                if not self._adopt_stored_copy():
+                if not (self.adopt_stored and self._adopt_stored_copy()):
                     await self._fetch()
         except HexproxyError as exc:
             self._fail(exc)
@@ -122,7 +136,9 @@ class Download:
     async def _fetch(self) -> None:
         digest = hashlib.sha256()
         extra = hashlib.new(self.expected_digest[0]) if self.expected_digest else None
-        async with self.upstream.open(self.key) as resp:
+        async with self.open_upstream() as resp:
+            self.upstream_etag = resp.headers.get("ETag")
+            self.upstream_last_modified = resp.headers.get("Last-Modified")
             declared = resp.content_length
             if declared is not None and declared > self.max_size:
                 raise TooLarge(
@@ -204,7 +220,14 @@ class Download:
         if self.spill or self.unsynced:
             return
         now = time.time()
-        meta = Meta(self.sha256 or "", self.written, now, now)
+        meta = Meta(
+            self.sha256 or "",
+            self.written,
+            now,
+            now,
+            self.upstream_etag,
+            self.upstream_last_modified,
+        )
         try:
             await asyncio.to_thread(self.storage.commit, self.path, self.key, meta)
         except OSError as exc:

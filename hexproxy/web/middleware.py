@@ -14,10 +14,10 @@ log = logging.getLogger("hexproxy.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def hex_message(text: str) -> str:
+def hex_message(text: str, level: str = "fatal") -> str:
     """An ``x-hex-message`` value mix can parse: quoted, no inner quotes, with a level."""
     clean = text.replace('"', "'").replace("\r", " ").replace("\n", " ")
-    return f'"{clean[:300]}"; level=fatal'
+    return f'"{clean[:300]}"; level={level}'
 
 
 # The stable name of what went wrong (HexproxyError.code), for scripts; the body is for people.

@@ -18,7 +18,7 @@ from ..cache.policy import Cache
 from ..store.eviction import Evictor
 from ..store.storage import FileStorage
 from ..upstream.client import Host
-from . import status_page
+from . import hosted_ops, status_page
 from .metrics import Metrics
 from .state import CACHE
 
@@ -94,7 +94,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """The human status page: server-rendered, no scripts."""
-    html = status_page.render(request.app[METRICS], request.app[EVICTOR])
+    extra = hosted_ops.status_section(request.app)
+    html = status_page.render(request.app[METRICS], request.app[EVICTOR], extra)
     return web.Response(
         text=html,
         content_type="text/html",

@@ -113,6 +113,13 @@ async def _stream(request: web.Request, cache: Cache, download: Download) -> web
     }
     if download.expected is not None:
         headers["ETag"] = f'"{download.expected.hex()}"'
+    return await stream_download(request, download, headers)
+
+
+async def stream_download(
+    request: web.Request, download: Download, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Send a started fetch's bytes as they arrive; abort the connection if they turn out bad."""
     response = web.StreamResponse(headers=headers)
     if download.size is not None:
         response.content_length = download.size

@@ -36,8 +36,8 @@ td,th{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #e6e9ee}
 """
 
 
-def render(metrics: Metrics, evictor: Evictor) -> str:
-    """The whole page for this worker's view of the proxy."""
+def render(metrics: Metrics, evictor: Evictor, extra: str = "") -> str:
+    """The whole page for this worker's view of the proxy (``extra``: more sections)."""
     body = "\n".join(
         [
             "<h1>hexproxy</h1>",
@@ -46,6 +46,7 @@ def render(metrics: Metrics, evictor: Evictor) -> str:
             f"{_host_urls(metrics)}</p>",
             _cards(metrics, evictor),
             _top_packages(metrics),
+            extra,
             _failures(metrics),
         ]
     )

@@ -2,6 +2,10 @@
 test time, that can be told to misbehave in every way a real upstream does.
 
 Tests read ``requests`` / ``count(path)`` to assert how often the proxy went upstream.
+
+Organizations' files live under ``repos/ORG/`` in ``files`` and are served only to an
+``authorization`` header that ``grant`` gave that organization, as hex.pm does: 401
+without one or with an unknown (or revoked) one, 403 for a key of another organization.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class FakeHexRepo:
     delay: float = 0.0  # seconds before each answer (a throttled upstream)
     trickle_delay: float = 0.05
     hang_event: asyncio.Event = field(default_factory=asyncio.Event)
+    # authorization header value -> the organizations it may read
+    keys: dict[str, set[str]] = field(default_factory=dict)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -69,6 +75,12 @@ class FakeHexRepo:
         self.hang_event.set()
         self.hang_event = asyncio.Event()
 
+    def grant(self, key: str, *orgs: str) -> None:
+        self.keys.setdefault(key, set()).update(orgs)
+
+    def revoke(self, key: str) -> None:
+        self.keys.pop(key, None)
+
     def publish(self, path: str, data: bytes) -> None:
         self.files[path.lstrip("/")] = data
 
@@ -87,6 +99,10 @@ class FakeHexRepo:
             raise web.HTTPServiceUnavailable()
         if fault in ("500", "503", "404"):
             return web.Response(status=int(fault), text="fault injected\n")
+        if path.startswith("/repos/"):
+            refused = self._refuse(path.split("/")[2], request.headers.get("Authorization"))
+            if refused is not None:
+                return refused
         body = self.files.get(self.swaps.get(path, path).lstrip("/"))
         if body is None:
             return web.Response(status=404, text="not found\n")
@@ -105,6 +121,21 @@ class FakeHexRepo:
         if fault in ("truncate", "reset", "trickle"):
             return await self._misbehave(request, fault, body, headers)
         return web.Response(body=body, headers=headers)
+
+    def _refuse(self, org: str, key: str | None) -> web.Response | None:
+        """hex.pm's answers for an organization's files (hexpm auth_helpers.ex wording)."""
+        if key is None:
+            status, text = 401, "missing authentication information"
+        elif key not in self.keys:
+            status, text = 401, "invalid API key"
+        elif org not in self.keys[key]:
+            status, text = 403, "account not authorized for this action"
+        else:
+            return None
+        headers = {"x-hex-message": f'"{text}"; level=fatal'}
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="hex"'
+        return web.Response(status=status, text=text + "\n", headers=headers)
 
     async def _misbehave(
         self, request: web.Request, fault: str, body: bytes, headers: dict[str, str]

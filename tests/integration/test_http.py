@@ -107,7 +107,6 @@ HOSTILE = [
     "/installs/a/b/c/d",
     "/installs/%2e%2e/x",
     "/registry.ets.gz",
-    "/repos/acme/packages/alpha",
     "/etc/passwd",
     "/",
     "/packages",

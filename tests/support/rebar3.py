@@ -81,6 +81,7 @@ class Rebar3Project:
         timeout: float = 180.0,
         debug: bool = False,
         extra_env: Mapping[str, str] | None = None,
+        org_keys: Mapping[str, str | None] | None = None,
     ) -> None:
         self.root = root
         self.project_dir = root / "project"
@@ -93,6 +94,9 @@ class Rebar3Project:
         self.timeout = timeout
         self.debug = debug
         self.extra_env = dict(extra_env or {})
+        # hex.pm organizations to use, each as a `hexpm:ORG` repo with this repo_key (None:
+        # the repo without a key).
+        self.org_keys = dict(org_keys or {})
         self._write()
 
     # -- layout --------------------------------------------------------------
@@ -137,9 +141,19 @@ class Rebar3Project:
         # (rebar_hex_repos:repos/1, user keys win), so this only swaps the public key.
         # HEX_CDN then replaces that repo's URL. The PEM's newlines are fine inside an
         # Erlang binary string.
+        # An organization repo `hexpm:ORG` takes its URL (HEX_CDN + /repos/ORG) and public
+        # key from the hexpm entry (rebar_hex_repos); it is listed before hexpm, so rebar3
+        # asks it first for every package and moves on to hexpm after its 404.
         pem = self.public_key_pem.decode("ascii").strip()
+        orgs = "".join(
+            f'#{{name => <<"hexpm:{org}">>'
+            + (f', repo_key => <<"{key}">>' if key is not None else "")
+            + "},\n                 "
+            for org, key in self.org_keys.items()
+        )
         return (
-            '{hex, [{repos, [#{name => <<"hexpm">>,\n'
+            f"{{hex, [{{repos, [{orgs}"
+            '#{name => <<"hexpm">>,\n'
             f'                  repo_public_key => <<"{pem}\n">>}}]}}]}}.\n'
         )
 

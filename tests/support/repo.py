@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DepSpec",
     "PackageSpec",
+    "build_org_repo",
     "build_repo",
     "erlang_tree",
     "erlang_tree_roots",
@@ -60,6 +61,7 @@ class DepSpec:
     name: str
     requirement: str
     optional: bool = False
+    repository: str | None = None  # None: the same repository as the package
 
 
 @dataclass
@@ -102,9 +104,21 @@ def build_repo(
     return files
 
 
+def build_org_repo(
+    specs: Iterable[PackageSpec], private_key: RSAPrivateKey, org: str
+) -> dict[str, bytes]:
+    """A hex.pm organization's files, under ``repos/ORG/`` as repo.hex.pm serves them, signed
+    with ``private_key`` (hexpm signs every organization with its own key) for ``org``."""
+    files = build_repo(specs, private_key, repository=org)
+    return {f"repos/{org}/{path}": data for path, data in files.items()}
+
+
 def _release(spec: PackageSpec, files: dict[str, bytes]) -> Release:
     """Build the tarball of ``spec`` into ``files`` and return its registry Release."""
-    deps = tuple(Dependency(d.name, d.requirement, optional=d.optional) for d in spec.deps)
+    deps = tuple(
+        Dependency(d.name, d.requirement, optional=d.optional, repository=d.repository)
+        for d in spec.deps
+    )
     sources = spec.files if spec.files is not None else generate_otp_app(spec)
     tarball, inner = build_tarball(
         spec.name,

@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("upstream",),  # the HTTP client, breaker, shared download
     ("installs",),  # installer CSVs and builds, pure
     ("cache",),  # the policy and its wiring
-    ("airgap",),  # warm, resolve, lock files, bundles
+    ("hosted",),  # repositories hexproxy hosts and signs itself
+    ("airgap", "orgs"),  # warm, resolve, lock files, bundles; hex.pm organizations
     ("web",),  # the HTTP layer and the server process
     ("cli",),  # the command line
     ("__main__",),
