@@ -4,15 +4,22 @@ around as a frozen value (never read from globals or the environment later).
 
 Every key is a field below; ``config.example.toml`` documents each one and a
 test keeps the two in step.
+
+The file is the operator's own, so an unknown key in it is an error. The
+environment is shared with whatever else runs there: an unknown ``HEXPROXY_*``
+variable is a warning (naming the closest setting), and the variables Kubernetes
+injects for a Service named ``hexproxy...`` are ignored without a word.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,11 @@ from .registry import HEXPM_PUBLIC_KEY_PEM, is_valid_name, is_valid_org, load_pu
 from .units import parse_duration, parse_size
 
 MiB = 1024 * 1024
+
+log = logging.getLogger("hexproxy.config")
+
+ENV_PREFIX = "HEXPROXY_"
+CONFIG_ENV = "HEXPROXY_CONFIG"  # the config file's path, read by the CLI
 
 
 def default_cache_dir(env: Mapping[str, str]) -> str:
@@ -68,6 +80,7 @@ class UpstreamConfig:
     read_timeout: float = 10.0
     total_timeout: float = 300.0
     stale_timeout: float = 1.0
+    inflight_wait: float = 5.0
     failure_threshold: int = 3
     retry_after: float = 30.0
     max_tarball_size: int = 16 * MiB
@@ -303,18 +316,56 @@ def _file_values(path: Path) -> dict[tuple[str, str], Any]:
     return values
 
 
-def _env_values(env: Mapping[str, str]) -> dict[tuple[str, str], Any]:
+def env_names() -> dict[str, tuple[str, str]]:
+    """Every setting's variable name (``HEXPROXY_CACHE_REGISTRY_TTL``) -> (section, key)."""
+    return {
+        f"{ENV_PREFIX}{section}_{f.name}".upper(): (section, f.name)
+        for section, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+    }
+
+
+# Kubernetes gives every pod these for each Service in its namespace, named after the
+# Service: "hexproxy" yields HEXPROXY_SERVICE_HOST, HEXPROXY_SERVICE_PORT(_<PORT NAME>),
+# HEXPROXY_PORT=tcp://10.96.0.12:4000 and HEXPROXY_PORT_4000_TCP(_PROTO|_PORT|_ADDR);
+# "hexproxy-metrics" yields the same with HEXPROXY_METRICS_ in front. Only the plain
+# *_PORT form could be a setting someone typed, so it is recognised by its URL value.
+_SERVICE_LINK = re.compile(
+    r"HEXPROXY(?:_\w+?)?_(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?"
+    r"|PORT_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)"
+)
+_SERVICE_LINK_URL = re.compile(r"(?:tcp|udp|sctp)://\S+")
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """Whether ``name=value`` looks like a variable Kubernetes injected for a Service."""
+    if _SERVICE_LINK.fullmatch(name):
+        return True
+    return name.endswith("_PORT") and _SERVICE_LINK_URL.fullmatch(value) is not None
+
+
+def unknown_variable(name: str, known: Iterable[str]) -> str:
+    """The warning for a ``HEXPROXY_*`` variable that is no setting, with the closest one."""
+    # Compare what follows the prefix: every name shares it, which would make anything
+    # look close to everything.
+    rest = name.upper().removeprefix(ENV_PREFIX)
+    candidates = {n.removeprefix(ENV_PREFIX): n for n in known}
+    close = difflib.get_close_matches(rest, list(candidates), n=1)
+    hint = f" (did you mean {candidates[close[0]]}?)" if close else ""
+    return f"{name} is not a hexproxy setting; ignored{hint}"
+
+
+def _env_values(env: Mapping[str, str], warn: Callable[[str], None]) -> dict[tuple[str, str], Any]:
+    known = env_names()
     values: dict[tuple[str, str], Any] = {}
     for name, value in env.items():
-        if not name.startswith("HEXPROXY_"):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
-        if name == "HEXPROXY_CONFIG":  # the config file's path, read by the CLI
-            continue
-        rest = name.removeprefix("HEXPROXY_").lower()
-        section, _, key = rest.partition("_")
-        if section not in SECTIONS:
-            raise ConfigError(f"{name}: unknown section {section!r}")
-        values[(section, key)] = value
+        setting = known.get(name.upper())
+        if setting is not None:
+            values[setting] = value
+        elif not is_service_link(name, value):
+            warn(unknown_variable(name, [*known, CONFIG_ENV]))
     return values
 
 
@@ -322,13 +373,18 @@ def load_config(
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[tuple[str, str], Any] | None = None,
+    *,
+    warn: Callable[[str], None] = log.warning,
 ) -> Config:
-    """Build the one Config the process runs with; ConfigError names the bad key."""
+    """Build the one Config the process runs with; ConfigError names the bad key.
+
+    ``warn`` receives one line for each ``HEXPROXY_*`` variable that is no setting.
+    """
     env = os.environ if env is None else env
     layered: dict[tuple[str, str], Any] = {}
     if path is not None:
         layered.update(_file_values(path))
-    layered.update(_env_values(env))
+    layered.update(_env_values(env, warn))
     layered.update(overrides or {})
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for (section, key), value in layered.items():
@@ -380,7 +436,13 @@ def validate(config: Config) -> None:
         "[upstream] repo_name",
         f"not a valid repository name: {upstream.repo_name!r}",
     )
-    for key in ("connect_timeout", "read_timeout", "total_timeout", "stale_timeout"):
+    for key in (
+        "connect_timeout",
+        "read_timeout",
+        "total_timeout",
+        "stale_timeout",
+        "inflight_wait",
+    ):
         _check(getattr(upstream, key) > 0, f"[upstream] {key}", "must be greater than 0")
     _check(upstream.failure_threshold >= 1, "[upstream] failure_threshold", "must be at least 1")
     for key in ("max_tarball_size", "max_registry_size"):

@@ -9,6 +9,7 @@ the clients that print one (web/clients.py decides which clients those are).
 
     HexproxyError                    500 internal
     ├── ConfigError                  (CLI exit 2; never reaches HTTP)
+    ├── Busy                         503 another worker is fetching it; ask again shortly
     ├── InvalidRequest               400 a path or name that breaks the grammar
     ├── CredentialRequired           401 an organization's repository asked for without a key
     ├── CredentialNotListed          403 offline: the key is not listed for that organization
@@ -22,7 +23,8 @@ the clients that print one (web/clients.py decides which clients those are).
     │   ├── ChecksumMismatch         tarball sha256 != signed outer_checksum
     │   └── TooLarge                 body (or gunzipped body) over its limit
     ├── UpstreamError                502 upstream could not give an answer
-    │   ├── UpstreamUnavailable      connection refused, DNS, circuit open, offline
+    │   ├── UpstreamUnavailable      connection refused, DNS, offline
+    │   │   ├── CircuitOpen          the breaker holds requests back after repeated failures
     │   │   ├── InstallsUnavailable  404 /installs/* with the builds host down; nothing cached
     │   │   └── NotConfirmed         upstream down and the key not confirmed within offline_grace
     │   ├── UpstreamTimeout          504 connect or read timed out
@@ -54,6 +56,13 @@ class ConfigError(HexproxyError):
     """A configuration value is invalid; the message names the key."""
 
     code = "config"
+
+
+class Busy(HexproxyError):
+    """Someone else (another worker) is fetching the object and has not finished in time."""
+
+    http_status = 503
+    code = "busy"
 
 
 class InvalidRequest(HexproxyError):
@@ -146,6 +155,12 @@ class UpstreamError(HexproxyError):
 
 class UpstreamUnavailable(UpstreamError):
     code = "upstream_unavailable"
+
+
+class CircuitOpen(UpstreamUnavailable):
+    """Not asked at all: the circuit breaker is open. Says nothing about any one object."""
+
+    code = "circuit_open"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -1,9 +1,12 @@
-"""Shared fixtures: a signed fake upstream on loopback and a proxy in front of it."""
+"""Shared fixtures: a signed fake upstream on loopback and a proxy in front of it; and the
+``real_data`` rule (see tests/support/fixtures.py)."""
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +18,47 @@ from hexproxy.config import Config, StoreConfig, load_config
 from hexproxy.registry import public_key_pem
 from hexproxy.web import create_app
 from tests.fakes.hex_repo import FakeHexRepo
+from tests.support.fixtures import is_under_fixtures, require_real_data
 from tests.support.keys import test_private_key
 from tests.support.repo import DepSpec, PackageSpec, build_repo
 from tests.support.s3server import BUCKET, REGION, SeaweedServer, aws_env, require_weed
+
+# --- real_data ---------------------------------------------------------------------------
+# A test that reads ../shared/fixtures without the marker would fail in every clone that
+# has no shared/ beside it, while passing here. So an audit hook refuses such a read the
+# moment it happens, in whichever thread, whenever the running test is not marked.
+
+_PATH_EVENTS = frozenset(
+    {"open", "os.listdir", "os.scandir", "glob.glob", "pathlib.Path.glob", "pathlib.Path.rglob"}
+)
+_real_data_allowed = False
+
+
+def _refuse_unmarked_reads(event: str, args: tuple[Any, ...]) -> None:
+    if event not in _PATH_EVENTS or _real_data_allowed or not args:
+        return
+    target = args[0]
+    if isinstance(target, str | bytes | os.PathLike) and is_under_fixtures(os.fsdecode(target)):
+        raise RuntimeError(f"{os.fsdecode(target)} is real data: mark the test real_data")
+
+
+sys.addaudithook(_refuse_unmarked_reads)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    global _real_data_allowed
+    _real_data_allowed = item.get_closest_marker("real_data") is not None
+    try:
+        return (yield)
+    finally:
+        _real_data_allowed = False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("real_data") is not None:
+        require_real_data()
 
 
 def small_tree() -> list[PackageSpec]:

@@ -13,6 +13,20 @@ builds host's outages mean for ``/installs/*``, ``builds_host.py``'s.
 The two halves stay one class: they share the negative cache, the offline
 switch and the in-flight refreshes (a tarball's checksum comes from its package
 file's refresh), and splitting them would pass all of that back and forth.
+
+Two rules keep a sustained fault from turning into a flood, of upstream requests
+or of waiting clients:
+
+- Upstream is asked about one object at most once at a time (single flight), not
+  again while that object backs off after a failure (``backoff.py``), and not at
+  all while the breaker is open; an object it does not have is remembered for
+  ``negative_ttl``.
+- No client waits on upstream for long: one with a cached copy gets it after
+  ``stale_timeout``, one without gets its first byte, or a 503/504 with a reason,
+  within ``inflight_wait``.
+
+Files are read and written in threads (``store/storage.py`` is synchronous): the
+event loop never waits for the disk. The only synchronous calls here are on memory.
 """
 
 from __future__ import annotations
@@ -20,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,11 +41,14 @@ from typing import Any
 
 from ..config import Config
 from ..errors import (
+    Busy,
+    CircuitOpen,
     HexproxyError,
     InstallsUnavailable,
     NotCached,
     NotFound,
     UpstreamError,
+    UpstreamTimeout,
     UpstreamUnavailable,
     VerificationError,
 )
@@ -43,6 +59,7 @@ from ..store.storage import FileStorage, Meta, sha256_file
 from ..upstream.breaker import State
 from ..upstream.client import Upstream
 from ..upstream.download import Download
+from .backoff import Backoff, Negative
 from .builds_host import BuildsHost
 from .entries import Answer, Counters, Entry, Status, StoredFile
 from .gate import Gate, csv_key, is_installs_csv, is_installs_signature, signature_key
@@ -50,6 +67,11 @@ from .memory import Memory
 from .shared import SharedTier, shared_copy_problem
 
 log = logging.getLogger("hexproxy.cache")
+
+# Why a stale copy is served while the breaker holds every request back. Deliberately
+# not the breaker's last error: that concerns whichever object failed last.
+PAUSED = "upstream paused after repeated failures"
+SLOW = "upstream too slow"
 
 
 @dataclass(slots=True)
@@ -82,7 +104,8 @@ class Cache:
         # _decode); the typed getters below rely on that.
         self._memory = Memory()
         self._files: dict[CacheKey, StoredFile] = {}
-        self._negative: dict[CacheKey, float] = {}
+        self._negative = Negative()
+        self._backoff = Backoff(cap=config.upstream.retry_after)
         self._flights: dict[CacheKey, _Flight] = {}
         self._downloads: dict[CacheKey, Download] = {}
         # /installs/* comes from the builds host, which locked-down networks never reach
@@ -96,6 +119,10 @@ class Cache:
         await self.upstream.start()
         if self.shared is not None:
             await self.shared.start()
+
+    def fetches_running(self) -> int:
+        """Upstream fetches under way in this process (registry refreshes and downloads)."""
+        return len(self._flights) + len(self._downloads)
 
     async def close(self) -> None:
         """Stop running fetches (their temp files are dropped) and the upstream client."""
@@ -140,10 +167,11 @@ class Cache:
 
     async def _fetch_new(self, key: CacheKey) -> Answer[Any]:
         if key.kind is not Kind.INSTALL:
-            return await self._join_flight(key, None).task
+            self._check_backoff(key)
+            return await self._wait_for(key, self._join_flight(key, None))
         self.builds.check(key)
         try:
-            return await self._join_flight(key, None).task
+            return await self._wait_for(key, self._join_flight(key, None))
         except UpstreamError as exc:
             raise self.builds.failed(key, exc) from None
 
@@ -170,35 +198,70 @@ class Cache:
 
     async def _revalidate(self, key: CacheKey, entry: Entry[Any]) -> Answer[Any]:
         """Ask upstream, but never make the client wait long for what we already hold."""
-        breaker = self.upstream.breaker_for(key)
-        if breaker.state is State.PAUSED:
-            return self._stale(entry, breaker.last_error)
+        held = self._backoff.holding(key, self.clock())
+        if held is not None:
+            return self._stale(entry, held.reason)
+        if self.upstream.breaker_for(key).state is State.PAUSED:
+            return self._stale(entry, PAUSED)
         if key.kind is Kind.INSTALL and (down := self.builds.down()):
             return self._stale(entry, down)
         flight = self._join_flight(key, entry)
         if flight.reported_slow:
             # This very revalidation already kept a client waiting: don't wait again.
-            return self._stale(entry, "upstream too slow")
+            return self._stale(entry, SLOW)
         try:
             return await asyncio.wait_for(
                 asyncio.shield(flight.task), self.config.upstream.stale_timeout
             )
         except TimeoutError:
-            if not flight.reported_slow:
-                # A black-holed upstream accepts connections and never answers:
-                # count the silence so the breaker opens after a few of them.
-                flight.reported_slow = True
-                breaker.record_failure("no answer within stale_timeout")
-            return self._stale(entry, "upstream too slow")
+            self._silent(key, flight, "stale_timeout")
+            return self._stale(entry, SLOW)
+        except CircuitOpen:
+            return self._stale(entry, PAUSED)
         except (UpstreamError, VerificationError) as exc:
             if key.kind is Kind.INSTALL and isinstance(exc, UpstreamError):
                 self.builds.failed(key, exc)
             return self._stale(entry, exc.message)
 
+    async def _wait_for(self, key: CacheKey, flight: _Flight) -> Answer[Any]:
+        """A client with no copy to fall back on waits at most inflight_wait for upstream;
+        the fetch carries on for whoever asks next."""
+        wait = self.config.upstream.inflight_wait
+        try:
+            return await asyncio.wait_for(asyncio.shield(flight.task), wait)
+        except TimeoutError:
+            self._silent(key, flight, "inflight_wait")
+            raise UpstreamTimeout(
+                f"upstream has not answered for {key} within {wait:g} s; still trying"
+            ) from None
+
+    def _silent(self, key: CacheKey, flight: _Flight, bound: str) -> None:
+        if not flight.reported_slow:
+            # A black-holed upstream accepts connections and never answers: count the
+            # silence (once per fetch) so the breaker opens after a few of them.
+            flight.reported_slow = True
+            self._count_against_upstream(key, f"no answer for {key} within {bound}")
+
+    def _count_against_upstream(self, key: CacheKey, reason: str) -> None:
+        """The policy's one report to the circuit breaker of ``key``'s upstream host:
+        failures the upstream client cannot see by itself (silence, a bad checksum)."""
+        self.upstream.count_failure(key, reason)
+
     def _stale(self, entry: Entry[Any], reason: str) -> Answer[Any]:
         self.counters.stale_served += 1
+        # One line per request under a sustained fault: the log handler aggregates
+        # repeats (web/logrepeats.py), so keep the text stable for one object and reason.
         log.info("serving stale %s: %s", entry.key, reason)
         return Answer(entry, Status.STALE)
+
+    def _check_backoff(self, key: CacheKey) -> None:
+        """With nothing cached to serve, a key that backs off repeats its failure. (Not
+        for /installs/*: the builds host's outage rule answers those, quietly.)"""
+        if key.kind is Kind.INSTALL:
+            return
+        held = self._backoff.holding(key, self.clock())
+        if held is not None:
+            raise held.again()
 
     def _join_flight(self, key: CacheKey, entry: Entry[Any] | None) -> _Flight:
         flight = self._flights.get(key)
@@ -216,13 +279,29 @@ class Cache:
             task.exception()  # retrieved: waiters that gave up must not leave it unread
 
     async def _refresh(self, key: CacheKey, entry: Entry[Any] | None) -> Answer[Any]:
+        try:
+            answer = await self._fetch_metadata(key, entry)
+        except CircuitOpen:
+            raise  # nothing was asked: says nothing about this key
+        except (UpstreamError, VerificationError) as exc:
+            self._backoff.failed(key, exc, self.clock())
+            # Without the frames it was raised in: every waiter (and the timeouts wrapped
+            # around them) shares this error, and those frames hold the failed body (up
+            # to max_registry_size of gunzipped bytes) until the garbage collector runs.
+            raise exc.with_traceback(None)  # noqa: B904 (the same error, re-raised)
+        self._backoff.succeeded(key)
+        return answer
+
+    async def _fetch_metadata(self, key: CacheKey, entry: Entry[Any] | None) -> Answer[Any]:
         meta = entry.meta if entry else None
         self.counters.upstream_fetches += 1
+        # The check runs before the breaker hears of success: bad bytes count as failures.
         fetched = await self.upstream.fetch(
             key,
             limit=self.config.upstream.max_registry_size,
             etag=meta.upstream_etag if meta else None,
             last_modified=meta.upstream_last_modified if meta else None,
+            check=lambda body: self._decode_fetched(key, body),
         )
         if key.kind is Kind.INSTALL:
             self.builds.answered()
@@ -230,10 +309,10 @@ class Cache:
         if fetched.status == 304 and entry is not None:
             return Answer(await self._record_revalidation(entry, now), Status.REVALIDATED)
         if fetched.status != 200:
-            self._negative[key] = now + self.config.cache.negative_ttl
+            self._negative.add(key, now + self.config.cache.negative_ttl)
             raise NotFound(f"{key} not found upstream")
-        self._negative.pop(key, None)
-        decoded = await self._decode_fetched(key, fetched.body)
+        self._negative.discard(key)
+        decoded = fetched.decoded
         if entry is not None and entry.body == fetched.body:
             revalidated = await self._record_revalidation(
                 entry, now, fetched.etag, fetched.last_modified
@@ -266,22 +345,28 @@ class Cache:
             meta = replace(meta, upstream_etag=etag, upstream_last_modified=modified)
         revalidated = replace(entry, meta=meta)
         try:
-            if self.storage.stat(entry.key) is None:
-                # An operator removed the file while we held it in memory: store it again.
-                await asyncio.to_thread(self.storage.put, entry.key, entry.body, meta)
-            else:
-                await asyncio.to_thread(self.storage.write_meta, entry.key, meta)
+            await asyncio.to_thread(self._store_revalidation, revalidated)
         except OSError as exc:
             log.warning("cannot record revalidation of %s (%s)", entry.key, exc.strerror)
         self._memory.put(revalidated)
         return revalidated
+
+    def _store_revalidation(self, entry: Entry[Any]) -> None:
+        """(In a thread.) Record the revalidation; an operator may have removed the file
+        while we held it in memory, and then it is stored again."""
+        if self.storage.stat(entry.key) is None:
+            self.storage.put(entry.key, entry.body, entry.meta)
+        else:
+            self.storage.write_meta(entry.key, entry.meta)
 
     async def _decode_fetched(self, key: CacheKey, body: bytes) -> Any:
         """Check what upstream sent; the bytes are stored only if this returns."""
         try:
             if is_installs_csv(key):
                 return await self._decode_fetched_csv(key, body)
-            if len(body) > 256 * 1024:
+            if len(body) > 256 * 1024 or key.kind is Kind.INSTALL:
+                # Big bodies take a while to check; an installer signature is checked
+                # against the stored CSV, read from disk.
                 return await asyncio.to_thread(self._decode, key, body)
             return self._decode(key, body)
         except VerificationError as exc:
@@ -291,7 +376,8 @@ class Cache:
 
     def _decode(self, key: CacheKey, body: bytes) -> Any:
         """Raise VerificationError unless ``body`` is a genuine ``key`` from our repository;
-        return what the gate decodes it to, which the key's kind decides."""
+        return what the gate decodes it to, which the key's kind decides. (Reads storage
+        for installer files: call it in a thread for those.)"""
         if key.is_registry:
             return self.gate.registry_file(key, body)
         if is_installs_csv(key):
@@ -342,30 +428,35 @@ class Cache:
 
     async def _load(self, key: CacheKey) -> Entry[Any] | None:
         """Bring a stored metadata file into memory, re-verifying it on the way."""
-        body = self.storage.read(key)
-        if body is None:
-            return await self._load_shared(key)
         try:
-            decoded = await asyncio.to_thread(self._decode, key, body)
+            entry = await asyncio.to_thread(self._read_stored, key)
         except VerificationError as exc:
             self.counters.failure(f"stored {key}: {exc.message}")
             log.error("stored copy of %s fails verification (%s); ignoring it", key, exc.message)
             return None
+        if entry is None:
+            return await self._load_shared(key)
+        self._memory.put(entry)
+        return entry
+
+    def _read_stored(self, key: CacheKey) -> Entry[Any] | None:
+        """(In a thread.) The stored body, verified, with its sidecar."""
+        body = self.storage.read(key)
+        if body is None:
+            return None
+        decoded = self._decode(key, body)
         digest = hashlib.sha256(body).hexdigest()
         meta = self.storage.read_meta(key)
         if meta is None or meta.sha256 != digest:
             # The sidecar does not describe this body (crash between renames):
             # keep the body, but revalidate it at the next request.
             meta = Meta(digest, len(body), self.clock(), 0.0)
-        entry = Entry(key, body, meta, decoded)
-        self._memory.put(entry)
-        return entry
+        return Entry(key, body, meta, decoded)
 
     async def _load_shared(self, key: CacheKey) -> Entry[Any] | None:
         """Another replica's copy, verified here exactly as if upstream had sent it, then
         kept on this replica's disk. Its freshness is what that replica recorded."""
-        until = self._negative.get(key)
-        if until is not None and self.clock() < until:
+        if self._negative.active(key, self.clock()):
             return None  # upstream said 404 a moment ago: no store request per retry
         blob = await self.shared.get(key) if self.shared is not None else None
         if blob is None:
@@ -397,15 +488,15 @@ class Cache:
         """Drop what this process holds for ``key`` (after an operator removed it)."""
         self._memory.pop(key)
         self._files.pop(key, None)
-        self._negative.pop(key, None)
+        self._negative.discard(key)
+        self._backoff.succeeded(key)
 
     def _check_negative(self, key: CacheKey) -> None:
-        until = self._negative.get(key)
-        if until is None:
-            return
-        if self.clock() < until:
+        if self._negative.active(key, self.clock()):
             raise NotFound(f"{key} not found upstream")
-        del self._negative[key]
+
+    def _remember_missing(self, key: CacheKey) -> None:
+        self._negative.add(key, self.clock() + self.config.cache.negative_ttl)
 
     # ----- immutable objects: tarballs, docs, installer builds -----
 
@@ -413,37 +504,29 @@ class Cache:
         """What this process last knew of a stored file (no I/O; the caller checks it)."""
         return self._files.get(key)
 
-    def stored_file(self, key: CacheKey) -> StoredFile | None:
-        """The stored copy, if there is one (a stat per call: another process may prune)."""
-        known = self._files.get(key)
-        try:
-            st = os.stat(self.storage.path(key))
-        except FileNotFoundError:
-            if known is not None:
-                del self._files[key]
+    async def load_stored_file(self, key: CacheKey) -> StoredFile | None:
+        """The stored copy, if there is one (a stat per call, in a thread: another process
+        may prune), reading (or rebuilding) its sidecar on first use."""
+        found = await asyncio.to_thread(self._stat_stored, key, self._files.get(key))
+        if found is None:
+            self._files.pop(key, None)
+        else:
+            self._files[key] = found
+        return found
+
+    def _stat_stored(self, key: CacheKey, known: StoredFile | None) -> StoredFile | None:
+        """(In a thread.)"""
+        st = self.storage.stat(key)
+        if st is None:
             return None
         if known is not None and known.size == st.st_size:
             return known
-        return None
-
-    async def load_stored_file(self, key: CacheKey) -> StoredFile | None:
-        """Like stored_file, reading (or rebuilding) the sidecar on first use."""
-        found = self.stored_file(key)
-        if found is not None:
-            return found
         path = self.storage.path(key)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return None
         meta = self.storage.read_meta(key)
         if meta is None or meta.size != st.st_size:
-            digest = await asyncio.to_thread(sha256_file, path)
-            meta = Meta(digest, st.st_size, st.st_mtime, st.st_mtime)
-            await asyncio.to_thread(self.storage.write_meta, key, meta)
-        found = StoredFile(key, path, st.st_size, meta.sha256, meta.stored_at)
-        self._files[key] = found
-        return found
+            meta = Meta(sha256_file(path), st.st_size, st.st_mtime, st.st_mtime)
+            self.storage.write_meta(key, meta)
+        return StoredFile(key, path, st.st_size, meta.sha256, meta.stored_at)
 
     async def get_file(self, key: CacheKey) -> StoredFile | Download:
         """A stored immutable object, or the running fetch of it."""
@@ -459,8 +542,15 @@ class Cache:
             raise self._offline_miss(key)
         if key.kind is Kind.INSTALL and not self.offline:
             self.builds.check(key)
-        expected = await self.expected_checksum(key)
-        digest = await self.expected_install_digest(key)
+        self._check_backoff(key)
+        try:
+            expected = await self.expected_checksum(key)
+            digest = await self.expected_install_digest(key)
+        except NotCached:
+            raise
+        except NotFound:
+            self._remember_missing(key)
+            raise
         # Awaiting the registry may have let another request start (or finish) it.
         stored = await self.load_stored_file(key)
         if stored is not None:
@@ -515,8 +605,7 @@ class Cache:
         package = await self.get_package(key.name)
         release = package.entry.decoded.release(key.version)
         if release is None and package.status in (Status.HIT, Status.STALE) and not self.offline:
-            # Published since we cached the package file: look once more.
-            package = await self._join_flight(package.entry.key, package.entry).task
+            package = await self._look_again(package, key)
             release = package.entry.decoded.release(key.version)
         if release is None and self.offline:
             raise NotCached(f"{key.name} {key.version} is not in this offline cache")
@@ -528,6 +617,24 @@ class Cache:
                 "entry, so its tarball cannot be verified"
             )
         return release.outer_checksum
+
+    async def _look_again(self, package: Answer[Package], key: CacheKey) -> Answer[Package]:
+        """The release may have been published since we cached the package file: fetch it
+        once more, but at most once per negative_ttl per package and only while upstream
+        is up. Clients can name endless releases that do not exist; without this rule
+        each would cost an upstream request (an amplifier aimed at upstream)."""
+        entry, now = package.entry, self.clock()
+        if now - entry.meta.validated_at < self.config.cache.negative_ttl:
+            return package  # checked recently enough: the release is unknown
+        if (
+            self.upstream.breaker_for(entry.key).state is not State.UP
+            or self._backoff.holding(entry.key, now) is not None
+        ):
+            # Named by its path, so that the log can aggregate these across releases.
+            raise UpstreamUnavailable(
+                f"{key} is not in the cached package file, and upstream cannot be asked now"
+            )
+        return await self._wait_for(entry.key, self._join_flight(entry.key, entry))
 
     def _start_download(
         self, key: CacheKey, expected: bytes | None, digest: tuple[str, bytes] | None = None
@@ -553,6 +660,7 @@ class Cache:
     def _download_failed(self, key: CacheKey, error: HexproxyError) -> None:
         self.counters.failure(f"{key}: {error.message}")
         log.error("verification failed for %s: %s", key, error.message)
+        self._count_against_upstream(key, f"{key}: {error.message}")
 
     def _download_done(self, key: CacheKey, download: Download) -> None:
         if self._downloads.get(key) is download:
@@ -561,13 +669,32 @@ class Cache:
             now = self.clock()
             meta = Meta(download.sha256, download.written, now, now)
             self.shared.publish_file(key, download.path, meta)
-        if isinstance(download.error, NotFound):
-            self._negative[key] = self.clock() + self.config.cache.negative_ttl
+        error = download.error
+        if isinstance(error, NotFound):
+            self._remember_missing(key)
+        elif isinstance(error, UpstreamError | VerificationError) and not isinstance(
+            error, CircuitOpen
+        ):
+            self._backoff.failed(key, error, self.clock())
+        elif error is None:
+            self._backoff.succeeded(key)
 
     async def started(self, download: Download) -> None:
-        """Wait until a fetch has its first byte (an error before it is a clean status)."""
+        """A client of an in-flight fetch gets its first byte, or an error saying why not,
+        within inflight_wait: one slow object must not pile up every client that asks for
+        it (with clients that send one request at a time, that stalls them all). An
+        upstream error before the first byte is a clean status too."""
+        wait = self.config.upstream.inflight_wait
         try:
-            await download.started
+            await asyncio.wait_for(asyncio.shield(download.started), wait)
+        except TimeoutError:
+            if download.waiting_for_lock:
+                raise Busy(
+                    f"{download.key} is being fetched by another worker; ask again shortly"
+                ) from None
+            raise UpstreamTimeout(
+                f"upstream has not started sending {download.key} within {wait:g} s; still trying"
+            ) from None
         except HexproxyError as exc:
             raise self._download_error(download.key, exc) from None
 

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..config import Config, load_config
+from ..config import CONFIG_ENV, Config, load_config
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work ran and something failed, was refused or was not there
@@ -47,9 +47,15 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         if flag in FLAG_KEYS and value is not None
     }
     path = getattr(args, "config", None)
-    if path is None and env.get("HEXPROXY_CONFIG"):
-        path = Path(env["HEXPROXY_CONFIG"])
-    return load_config(path, env, overrides)
+    if path is None and env.get(CONFIG_ENV):
+        path = Path(env[CONFIG_ENV])
+    # Printed, not logged: logging is set up from this very configuration, later.
+    return load_config(path, env, overrides, warn=warning)
+
+
+def warning(message: str) -> None:
+    """The one shape of a warning line: ``hexproxy: warning: MESSAGE`` on stderr."""
+    print(f"hexproxy: warning: {message}", file=sys.stderr)
 
 
 def error(message: str) -> None:

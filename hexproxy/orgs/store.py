@@ -67,7 +67,7 @@ class OrgStore:
             log.error("stored copy of %s fails verification (%s); ignoring it", key, exc.message)
             return None
         digest = hashlib.sha256(body).hexdigest()
-        meta = self.storage.read_meta(key)
+        meta = await asyncio.to_thread(self.storage.read_meta, key)
         if meta is None or meta.sha256 != digest:
             meta = Meta(digest, len(body), self.clock(), 0.0)  # revalidate at the next request
         entry = Entry(key, body, meta, decoded)

@@ -107,6 +107,7 @@ class Evictor:
         self._added = 0  # bytes stored since the last measurement (an estimate)
         self._wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self._round: asyncio.Future[list[inventory.Item]] | None = None
 
     def stored(self, size: int) -> None:
         """A miss stored about ``size`` bytes: run a round soon if that may pass the limit."""
@@ -122,12 +123,20 @@ class Evictor:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        round_, self._round = self._round, None
+        if round_ is not None and not round_.done():
+            # Cancelling the loop cannot stop a removal thread that has started: let the
+            # round finish, so that nothing is deleted after stop() has returned.
+            await asyncio.wait([round_])
+            if not round_.cancelled() and round_.exception() is not None:
+                log.error("eviction round failed", exc_info=round_.exception())
         await self.flush()  # the last access times are not lost at shutdown
 
     async def _loop(self) -> None:
         while True:
+            self._round = asyncio.ensure_future(self.run_once())
             try:
-                await self.run_once()
+                await asyncio.shield(self._round)  # stop() cancels the loop, not the round
             except Exception:  # a bad round must not end eviction for the process
                 log.exception("eviction round failed")
             with contextlib.suppress(TimeoutError):

@@ -114,8 +114,8 @@ class FileStorage:
         self.write_meta(key, meta)
 
     def new_temp(self, key: CacheKey) -> Path:
-        """A fresh temp path for streaming ``key`` into; commit() or discard() it."""
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        """A fresh temp path (under ``tmp``, which the writer creates if it has to) for
+        streaming ``key`` into; commit() or discard() it. No I/O."""
         return self.tmp / f"{uuid.uuid4().hex}.{Path(key.path).name}.part"
 
     def commit(self, temp: Path, key: CacheKey, meta: Meta) -> None:

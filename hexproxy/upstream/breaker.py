@@ -28,7 +28,7 @@ class CircuitBreaker:
     ) -> None:
         self.threshold = threshold
         self.retry_after = retry_after
-        self._clock = clock
+        self.clock = clock
         self.failures = 0
         self._opened_at: float | None = None
         self._probing = False
@@ -41,7 +41,7 @@ class CircuitBreaker:
         return State.DOWN if self.failures else State.UP
 
     def _pause_over(self) -> bool:
-        return self._opened_at is not None and self._clock() - self._opened_at >= self.retry_after
+        return self._opened_at is not None and self.clock() - self._opened_at >= self.retry_after
 
     def allow(self) -> bool:
         """May a request go upstream now? Claims the single probe when a pause ends."""
@@ -63,9 +63,9 @@ class CircuitBreaker:
         self.last_error = reason
         self._probing = False
         if self.failures >= self.threshold:
-            self._opened_at = self._clock()
+            self._opened_at = self.clock()
 
     def seconds_until_retry(self) -> float:
         if self._opened_at is None:
             return 0.0
-        return max(0.0, self.retry_after - (self._clock() - self._opened_at))
+        return max(0.0, self.retry_after - (self.clock() - self._opened_at))

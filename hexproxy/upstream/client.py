@@ -15,9 +15,10 @@ locked-down network never reaches must not pause package fetches.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +27,7 @@ import aiohttp
 from .. import __version__
 from ..config import UpstreamConfig
 from ..errors import (
+    CircuitOpen,
     HexproxyError,
     NotFound,
     TooLarge,
@@ -35,9 +37,11 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..store.cachekey import CacheKey, Kind
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, State
 
 USER_AGENT = f"hexproxy/{__version__} (+https://github.com/hexproxy/hexproxy)"
+
+log = logging.getLogger("hexproxy.upstream")
 
 
 class Observer(Protocol):
@@ -54,6 +58,7 @@ class Fetched:
     body: bytes
     etag: str | None
     last_modified: str | None
+    decoded: object | None = None  # what the caller's check made of a 200 body
 
 
 def client_timeout(config: UpstreamConfig) -> aiohttp.ClientTimeout:
@@ -149,18 +154,42 @@ class Upstream:
 
     @staticmethod
     def _admit(host: Host) -> None:
-        breaker = host.breaker
-        if not breaker.allow():
-            wait = breaker.seconds_until_retry()
-            raise UpstreamUnavailable(
-                f"{host.name} upstream is paused after {breaker.failures} failures "
-                f"({breaker.last_error}); retrying in {wait:.0f}s"
-            )
+        if not host.breaker.allow():
+            # Nothing about the last error: it concerns another object, and this text
+            # reaches the client and the log for this one (and must not vary, so that
+            # the log can aggregate it). The pause itself is logged once, when it starts.
+            raise CircuitOpen(f"{host.name} upstream paused after repeated failures; try again")
 
     def _record_failure(self, host: Host, error: UpstreamError) -> None:
-        host.breaker.record_failure(error.message)
+        self._count(host, error.message)
         if self.observer is not None:
             self.observer.failed(error)
+
+    def count_failure(self, key: CacheKey, reason: str) -> None:
+        """A failure the caller saw and this client could not (silence past a deadline,
+        a tarball whose checksum is wrong), counted against the host ``key`` lives on."""
+        self._count(self.host_for(key), reason)
+
+    @staticmethod
+    def _count(host: Host, reason: str) -> None:
+        """Tell the host's breaker; say so in the log when that opens its circuit."""
+        breaker = host.breaker
+        was_paused = breaker.state is State.PAUSED
+        breaker.record_failure(reason)
+        if not was_paused and breaker.state is State.PAUSED:
+            log.warning(
+                "%s upstream paused for %g s after %d failures in a row; the last: %s",
+                host.name,
+                breaker.retry_after,
+                breaker.failures,
+                reason,
+            )
+
+    @staticmethod
+    def _succeeded(host: Host) -> None:
+        if host.breaker.failures >= host.breaker.threshold:
+            log.info("%s upstream is answering again", host.name)
+        host.breaker.record_success()
 
     async def fetch(
         self,
@@ -169,18 +198,41 @@ class Upstream:
         limit: int,
         etag: str | None = None,
         last_modified: str | None = None,
+        check: Callable[[bytes], Awaitable[object | None]] | None = None,
     ) -> Fetched:
-        """GET a whole (small) object; conditional when validators are given."""
+        """GET a whole (small) object; conditional when validators are given.
+
+        ``check`` judges a 200 body (its result becomes ``Fetched.decoded``). The breaker
+        hears of success only once the body is whole and ``check`` accepted it: an
+        upstream that answers quickly with bad bytes (a tampered signature, a truncated
+        body) is failing, and its failures must add up to open the circuit.
+        """
         headers = {}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        async with self.open(key, headers=headers, accept=(200, 304, 404)) as resp:
-            body = await self.read_bounded(resp, limit) if resp.status == 200 else b""
-            return Fetched(
-                resp.status, body, resp.headers.get("ETag"), resp.headers.get("Last-Modified")
-            )
+        host = self.host_for(key)
+        try:
+            async with self.open(
+                key, headers=headers, accept=(200, 304, 404), confirm=False
+            ) as resp:
+                body = await self.read_bounded(resp, limit) if resp.status == 200 else b""
+                fetched = Fetched(
+                    resp.status, body, resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+                )
+            if check is not None and fetched.status == 200:
+                fetched = replace(fetched, decoded=await check(fetched.body))
+        except UpstreamError:
+            raise  # open() has counted it
+        except BaseException as exc:
+            # Bad bytes count like any other failure; and an exchange cut short (even by
+            # cancellation) must not leave the breaker's single probe claimed forever.
+            message = exc.message if isinstance(exc, HexproxyError) else type(exc).__name__
+            self._count(host, f"{key}: {message}")
+            raise
+        self._succeeded(host)
+        return fetched
 
     @contextlib.asynccontextmanager
     async def open(
@@ -190,8 +242,14 @@ class Upstream:
         headers: dict[str, str] | None = None,
         accept: tuple[int, ...] = (200,),
         allow_redirects: bool = True,
+        confirm: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A streaming GET; a status outside ``accept`` raises (404 as NotFound)."""
+        """A streaming GET; a status outside ``accept`` raises (404 as NotFound).
+
+        With ``confirm`` an answer counts as a success for the breaker as soon as its
+        headers arrive: a long download in progress is proof enough that upstream
+        works, and must not hold the breaker's single probe for its whole length.
+        Without it the caller records the success once it has judged the body."""
         host = self.host_for(key)
         self._admit(host)
         url = self.url_for(key)
@@ -204,7 +262,8 @@ class Upstream:
                     self.observer.answered(key, resp.status, time.monotonic() - started)
                 if resp.status >= 500:
                     raise UpstreamStatus(f"upstream answered {resp.status} for {key}", resp.status)
-                host.breaker.record_success()
+                if confirm:
+                    self._succeeded(host)
                 if resp.status not in accept:
                     if resp.status == 404:
                         raise NotFound(f"{key} not found upstream")
@@ -254,7 +313,7 @@ class Upstream:
                         host, UpstreamStatus(f"{what}: {resp.status}", resp.status)
                     )
                 else:
-                    host.breaker.record_success()
+                    self._succeeded(host)
                 return Sent(resp.status, resp.headers.copy(), answer)
         except HexproxyError as exc:
             if isinstance(exc, UpstreamError):

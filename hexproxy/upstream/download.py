@@ -16,6 +16,14 @@ Across worker processes a lock file makes sure only one of them fetches; the
 others wait for it and then serve the stored copy. A fetch made with a client's
 credential (an organization's file) never takes that shortcut: another worker's
 copy was authorized by another credential, so it asks upstream itself.
+
+The clients of the workers waiting for the lock are not held for that whole time:
+the cache answers them after ``inflight_wait`` (see ``Cache.started``). Streaming
+the other worker's growing temp file instead would take a cross-process protocol
+for "these bytes are verified now" (the one thing that must never go wrong), to
+save some clients a retry; mix retries a failed GET twice.
+
+Every file operation runs in a thread: the event loop never waits for the disk.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import aiohttp
 
 from ..errors import ChecksumMismatch, HexproxyError, TooLarge, UpstreamTimeout
 from ..store.cachekey import CacheKey
+from ..store.diskio import fd_from_thread, open_fd
 from ..store.locks import open_lock, try_lock
 from ..store.storage import FileStorage, Meta
 from .client import Upstream
@@ -89,6 +98,7 @@ class Download:
         self.unsynced = False  # the disk took the bytes but would not fsync them
         self.error: HexproxyError | None = None
         self.finished = False
+        self.waiting_for_lock = False  # another worker holds the fetch
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._progress = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -99,7 +109,7 @@ class Download:
     async def _run(self) -> None:
         try:
             async with self._cross_process_lock():
-                if not (self.adopt_stored and self._adopt_stored_copy()):
+                if not (self.adopt_stored and await self._adopt_stored_copy()):
                     await self._fetch()
         except HexproxyError as exc:
             self._fail(exc)
@@ -112,7 +122,7 @@ class Download:
             if not self.started.done():
                 self.started.set_exception(self.error or HexproxyError("download ended early"))
             if not self.stored and self.path.parent == self.storage.tmp:
-                self.storage.discard(self.path)
+                await asyncio.to_thread(self.storage.discard, self.path)
 
     def _fail(self, error: HexproxyError) -> None:
         self.error = error
@@ -121,10 +131,9 @@ class Download:
             # Read it here so an unawaited failure is not reported as lost.
             self.started.exception()
 
-    def _adopt_stored_copy(self) -> bool:
+    async def _adopt_stored_copy(self) -> bool:
         """Another worker may have stored it while we waited for the lock."""
-        st = self.storage.stat(self.key)
-        meta = self.storage.read_meta(self.key)
+        st, meta = await asyncio.to_thread(self._stat_stored)
         if st is None or meta is None or meta.size != st.st_size:
             return False
         self.path, self.size = self.storage.path(self.key), st.st_size
@@ -132,6 +141,9 @@ class Download:
         self.sha256, self.stored = meta.sha256, True
         self.started.set_result(None)
         return True
+
+    def _stat_stored(self) -> tuple[os.stat_result | None, Meta | None]:
+        return self.storage.stat(self.key), self.storage.read_meta(self.key)
 
     async def _fetch(self) -> None:
         digest = hashlib.sha256()
@@ -173,6 +185,7 @@ class Download:
     async def _open_temp(self) -> Any:
         """The temp file, or None when the disk refuses it (then bytes stay in memory)."""
         try:
+            await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
             return await aiofiles.open(self.path, "wb")
         except OSError as exc:
             log.warning("cannot cache %s (%s); serving without storing", self.key, exc.strerror)
@@ -185,6 +198,10 @@ class Download:
         elif not self.spill:
             try:
                 await fh.write(chunk)
+                # Readers pread the file: a chunk still in Python's write buffer would
+                # be invisible to them (a trickling upstream sends chunks far smaller
+                # than the buffer).
+                await fh.flush()
                 self.disk_written += len(chunk)
             except OSError as exc:
                 log.warning(
@@ -243,28 +260,32 @@ class Download:
     @contextlib.asynccontextmanager
     async def _cross_process_lock(self) -> AsyncIterator[None]:
         try:
-            fd = open_lock(self.storage.lock_path(self.key.path.replace("/", "_")))
+            lock_file = self.storage.lock_path(self.key.path.replace("/", "_"))
+            fd = await fd_from_thread(lambda: open_lock(lock_file))
         except OSError as exc:
             # A read-only or full cache still serves; it just cannot coordinate workers.
             log.warning("no lock for %s (%s); fetching without it", self.key, exc.strerror)
             yield
             return
         try:
+            # flock(LOCK_NB) never waits for the disk: it is fine on the loop.
             deadline = time.monotonic() + self.lock_timeout
             while not try_lock(fd):
+                self.waiting_for_lock = True
                 if time.monotonic() > deadline:
                     raise UpstreamTimeout(f"{self.key}: another worker is still fetching it")
                 await asyncio.sleep(LOCK_POLL)
+            self.waiting_for_lock = False
             yield
         finally:
+            self.waiting_for_lock = False
             os.close(fd)  # closing the descriptor releases the lock
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The object's bytes for one client, as they arrive; raises the fetch's error
         instead of yielding the last byte if the object turns out bad."""
         await self.started
-        # Opened here, in the loop: a cancelled open in a worker thread would leak the
-        # descriptor. Reads go to a thread with pread (no shared file position).
+        # Reads go to a thread with pread (no shared file position).
         fd = await self._open_reader()
         pos = 0
         try:
@@ -272,6 +293,10 @@ class Download:
                 ready = self.written if (self.finished and self.error is None) else self.written - 1
                 if pos < ready:
                     data = await self._read(fd, pos, min(ready - pos, CHUNK))
+                    if not data:
+                        # Never spin on empty reads (nor send empty writes, which would
+                        # not even notice a client that left).
+                        raise HexproxyError(f"{self.key}: the cached bytes are not readable")
                     pos += len(data)
                     yield data
                 elif self.finished:
@@ -287,7 +312,7 @@ class Download:
     async def _open_reader(self) -> int | None:
         for _ in range(3):  # the temp file may be renamed into place in between
             try:
-                return os.open(self.path, os.O_RDONLY)
+                return await open_fd(self.path)
             except FileNotFoundError:
                 if self.finished and self.error is not None:
                     raise self.error from None

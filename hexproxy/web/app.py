@@ -3,6 +3,7 @@ repositories beside it (``orgs``), routes and ops endpoints."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -28,9 +29,9 @@ def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
         # Temp files left by a crash are swept before the first request. With
         # several workers the parent does this once, before they start.
         if sweep_temp:
-            cache.storage.prepare()
+            await asyncio.to_thread(cache.storage.prepare)
         else:
-            cache.storage.tmp.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(cache.storage.tmp.mkdir, parents=True, exist_ok=True)
         await cache.start()
         yield
         await org_repos.close()  # before the cache closes the upstream client they share

@@ -20,7 +20,7 @@ from ..errors import NotFound
 from ..hosted import Hosted, HostedRepository
 from ..registry import check_name, parse_docs_filename, parse_tarball_filename
 from ..store.cachekey import docs_key, tarball_key
-from .responses import OCTET, SendfileResponse, if_none_match
+from .responses import OCTET, SendfileResponse, if_none_match, open_stored
 
 HOSTED = web.AppKey("hosted", Hosted)
 PREFIX = "/internal/{repo}"
@@ -76,7 +76,7 @@ async def tarball(request: web.Request) -> web.StreamResponse:
     if blob is None:
         raise NotFound(f"{repo.name} has no release {name} {version}")
     stored = StoredFile(tarball_key(name, version), blob.path, blob.size, blob.sha256, blob.mtime)
-    return _file(request, stored)
+    return await _file(request, stored)
 
 
 async def docs(request: web.Request) -> web.StreamResponse:
@@ -90,10 +90,10 @@ async def docs(request: web.Request) -> web.StreamResponse:
     # Docs have no signed checksum; size and mtime tell a replaced upload apart.
     tag = f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
     stored = StoredFile(docs_key(name, version), path, stat.st_size, tag, stat.st_mtime)
-    return _file(request, stored)
+    return await _file(request, stored)
 
 
-def _file(request: web.Request, stored: StoredFile) -> web.StreamResponse:
+async def _file(request: web.Request, stored: StoredFile) -> web.StreamResponse:
     headers = {
         "ETag": stored.etag,
         "Last-Modified": formatdate(stored.stored_at, usegmt=True),
@@ -102,7 +102,12 @@ def _file(request: web.Request, stored: StoredFile) -> web.StreamResponse:
     }
     if if_none_match(request, stored.etag):
         return web.Response(status=304, headers=headers)
-    return SendfileResponse(stored, headers)
+    if request.method == "HEAD":
+        return SendfileResponse(stored, headers, None)
+    file = await open_stored(stored)  # in a thread; None if it went since the stat
+    if file is None:
+        raise NotFound(f"{stored.key} is no longer here")
+    return SendfileResponse(stored, headers, file)
 
 
 async def public_key(request: web.Request) -> web.StreamResponse:

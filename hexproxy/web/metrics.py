@@ -41,6 +41,7 @@ class Traffic:
         self.requests: Counter[tuple[str, int, str]] = Counter()  # (route, status, cache)
         self.bytes: Counter[str] = Counter()  # route -> body bytes sent
         self.packages: Counter[str] = Counter()  # package name -> requests
+        self.disconnects = 0  # clients that left in the middle of a streamed miss
         self.started = time.time()
 
     def hit_ratio(self) -> float | None:
@@ -134,6 +135,11 @@ class _Snapshot(Collector):
             sent.add_metric([route], n)
         yield requests
         yield sent
+        yield CounterMetricFamily(
+            "hexproxy_client_disconnects",
+            "Clients that left while a miss was being streamed to them.",
+            value=traffic.disconnects,
+        )
 
     def _upstream(self) -> Iterator[Metric]:
         up = self.m.upstream

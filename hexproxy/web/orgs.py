@@ -13,14 +13,13 @@ organization's key never equals one.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from email.utils import formatdate
 
 from aiohttp import web
 
 from ..cache.entries import Entry, Status, StoredFile
-from ..errors import InvalidRequest, NotFound, UpstreamRefused
+from ..errors import InvalidRequest, NotFound, UpstreamRefused, UpstreamUnavailable
 from ..orgs import Credential, OrgRepos, Served
 from ..registry import is_valid_org, parse_docs_filename, parse_tarball_filename
 from ..store.cachekey import CacheKey, Kind, docs_key, org_registry_key, package_key, tarball_key
@@ -34,9 +33,10 @@ from .responses import (
     file_headers,
     if_none_match,
     metadata_headers,
+    open_stored,
 )
 from .routes import stream_download
-from .state import CONFIG, ORGS
+from .state import CACHE, CONFIG, ORGS
 
 PRIVATE = "private, no-cache"
 # What Hex 2.5+ parses (hex lib/hex/http.ex): a quoted text, optionally with a level.
@@ -117,9 +117,10 @@ async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:
     try:
         served = await orgs.file(key, _credential(request))
         if isinstance(served.held, Download):
-            # Upstream's verdict on the credential comes with the first byte. Shielded: the
-            # fetch is shared by this key's other requests, whatever happens to this one.
-            await asyncio.shield(served.held.started)
+            # Upstream's verdict on the credential comes with the first byte, within
+            # inflight_wait (else 503/504). The fetch is shared by this key's other requests,
+            # whatever happens to this one.
+            await request.app[CACHE].started(served.held)
     except UpstreamRefused as exc:
         return refusal(exc, user_agent)
     held = served.held
@@ -127,7 +128,12 @@ async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:
         headers = _private(request, file_headers(held, served.status), served)
         if if_none_match(request, held.etag):
             return web.Response(status=304, headers=headers)
-        return SendfileResponse(held, headers)
+        if request.method == "HEAD":
+            return SendfileResponse(held, headers, None)
+        file = await open_stored(held)
+        if file is None:
+            raise UpstreamUnavailable(f"{key} was removed from the cache as it was served; retry")
+        return SendfileResponse(held, headers, file)
     assert isinstance(held, Download)
     headers = {
         "Content-Type": content_type(key),

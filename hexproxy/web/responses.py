@@ -8,12 +8,13 @@ has a strong ETag and none has a Content-Encoding.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
 from ..cache.entries import Answer, Entry, Status, StoredFile
 from ..store.cachekey import CacheKey, Kind
+from ..store.diskio import open_fd
 
 OCTET = "application/octet-stream"
 STALE_WARNING = '110 hexproxy "Response is Stale"'
@@ -76,26 +77,42 @@ def file_headers(stored: StoredFile, status: Status) -> dict[str, str]:
 
 
 class SendfileResponse(web.StreamResponse):
-    """A stored file sent with sendfile(2): the bytes never pass through Python."""
+    """A stored file sent with sendfile(2): the bytes never pass through Python.
 
-    def __init__(self, stored: StoredFile, headers: dict[str, str]) -> None:
+    The handler opens the file (in a thread, so that a file pruned in between is a
+    clean miss instead of an error here); this response closes it."""
+
+    def __init__(self, stored: StoredFile, headers: dict[str, str], file: BinaryIO | None) -> None:
         super().__init__(status=200, headers=headers)
         self.content_length = stored.size
         self._stored = stored
+        self._file = file
 
     async def prepare(self, request: web.BaseRequest) -> Any:
-        if request.method == "HEAD":
+        file, self._file = self._file, None
+        if file is None:  # HEAD
             return await super().prepare(request)
-        # Opened before the headers go out, so a file pruned in between is a clean error.
-        fobj = self._stored.path.open("rb")
         try:
             writer = await super().prepare(request)
             transport = request.transport
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
             loop = asyncio.get_running_loop()
-            await loop.sendfile(transport, fobj, 0, self._stored.size)
+            # sendfile(2) reads the file in the kernel on the loop's thread: the one disk
+            # read left on the loop, deliberately (a thread hop per chunk would cost more
+            # than the page-cache read it avoids). The file is already open.
+            await loop.sendfile(transport, file, 0, self._stored.size)
         finally:
-            fobj.close()
+            file.close()
         await super().write_eof()
         return writer
+
+
+async def open_stored(stored: StoredFile) -> BinaryIO | None:
+    """The stored file, opened in a thread; None if it is gone."""
+    try:
+        fd = await open_fd(stored.path)
+    except FileNotFoundError:
+        return None
+    # Wraps the open descriptor (no I/O); the response closes it.
+    return open(fd, "rb", closefd=True)  # noqa: ASYNC230

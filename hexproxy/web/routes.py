@@ -12,9 +12,9 @@ from email.utils import formatdate
 
 from aiohttp import web
 
-from ..cache.entries import Status, StoredFile
+from ..cache.entries import Status
 from ..cache.policy import Cache
-from ..errors import HexproxyError
+from ..errors import HexproxyError, UpstreamUnavailable
 from ..registry import parse_docs_filename, parse_tarball_filename
 from ..store.cachekey import (
     NAMES,
@@ -26,6 +26,7 @@ from ..store.cachekey import (
     tarball_key,
 )
 from ..upstream.download import Download
+from .ops import METRICS
 from .responses import (
     IMMUTABLE,
     SendfileResponse,
@@ -34,6 +35,7 @@ from .responses import (
     file_headers,
     if_none_match,
     metadata_response,
+    open_stored,
 )
 from .state import CACHE, CONFIG, PUBLIC_KEY_PEM
 
@@ -87,24 +89,44 @@ async def _metadata(request: web.Request, key: CacheKey) -> web.StreamResponse:
 
 async def _file(request: web.Request, key: CacheKey) -> web.StreamResponse:
     cache: Cache = request.app[CACHE]
-    got = await cache.get_file(key)
-    if request.method == "HEAD" and isinstance(got, Download):
-        got = await cache.fetch_file(key)
-    if isinstance(got, StoredFile):
-        status = Status.HIT
-        headers = file_headers(got, status)
+    # Twice at most: a stored file can be removed (`hexproxy cache rm`, eviction) between
+    # finding it and opening it; the second time round it is a miss.
+    for _ in range(2):
+        got = await cache.get_file(key)
+        if isinstance(got, Download):
+            return await _in_flight(request, cache, got)
+        headers = file_headers(got, Status.HIT)
         if if_none_match(request, got.etag):
             return web.Response(status=304, headers=headers)
-        return SendfileResponse(got, headers)
-    if got.expected is not None and if_none_match(request, f'"{got.expected.hex()}"'):
+        if request.method == "HEAD":
+            return SendfileResponse(got, headers, None)
+        file = await open_stored(got)
+        if file is not None:
+            return SendfileResponse(got, headers, file)
+        cache.forget(key)
+    raise UpstreamUnavailable(f"{key} keeps vanishing from the cache; try again")
+
+
+async def _in_flight(request: web.Request, cache: Cache, download: Download) -> web.StreamResponse:
+    if download.expected is not None and if_none_match(request, f'"{download.expected.hex()}"'):
         # The client already holds exactly the bytes the registry signed.
-        return web.Response(status=304, headers={"ETag": f'"{got.expected.hex()}"'})
-    return await _stream(request, cache, got)
+        return web.Response(status=304, headers={"ETag": f'"{download.expected.hex()}"'})
+    # The first byte within inflight_wait, or a 503/504 saying why not; an upstream error
+    # before the first byte is a clean error status too.
+    await cache.started(download)
+    headers = _miss_headers(download)
+    if request.method == "HEAD":
+        # Answered now, from upstream's headers: not after the whole body has arrived.
+        response = web.StreamResponse(headers=headers)
+        if download.size is not None:
+            response.content_length = download.size
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    return await stream_download(request, download, headers)
 
 
-async def _stream(request: web.Request, cache: Cache, download: Download) -> web.StreamResponse:
-    """A miss: send the bytes as they arrive; cut the connection if they turn out bad."""
-    await cache.started(download)  # an upstream error before the first byte is a clean status
+def _miss_headers(download: Download) -> dict[str, str]:
     headers = {
         "Content-Type": content_type(download.key),
         "Cache-Control": cache_control(download.key, 0) if download.key.is_mutable else IMMUTABLE,
@@ -113,7 +135,7 @@ async def _stream(request: web.Request, cache: Cache, download: Download) -> web
     }
     if download.expected is not None:
         headers["ETag"] = f'"{download.expected.hex()}"'
-    return await stream_download(request, download, headers)
+    return headers
 
 
 async def stream_download(
@@ -134,6 +156,12 @@ async def stream_download(
         log.warning("aborted %s to the client: %s", download.key, exc.message)
         if request.transport is not None:
             request.transport.abort()
+        return response
+    except ConnectionError:
+        # The client left mid-stream: an everyday event, not an error (the fetch goes on
+        # for everyone else). aiohttp then finishes the exchange quietly.
+        log.debug("client left during %s", download.key)
+        request.app[METRICS].traffic.disconnects += 1
         return response
     await response.write_eof()
     return response

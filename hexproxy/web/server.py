@@ -25,6 +25,7 @@ from ..store.storage import FileStorage
 from . import create_app
 from .accesslog import AccessLog, logger_class
 from .fastpath import FastPath, FastPathProtocol
+from .logrepeats import Repeats
 from .ops import EVICTOR, METRICS
 from .state import CACHE
 
@@ -68,7 +69,9 @@ def setup_logging(config: Config) -> None:
     else:
         handler.setFormatter(TextFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Identical lines repeated under a sustained fault become one line per interval
+    # with a count (logrepeats.py); access lines are written apart (web/accesslog.py).
+    root.handlers[:] = [Repeats(handler)]
     root.setLevel(logging.INFO)
 
 
@@ -175,6 +178,7 @@ def _serve_workers(config: Config) -> int:
             except BaseException:
                 log.exception("worker crashed")
                 code = 1
+            logging.shutdown()  # os._exit skips it: write the last aggregated counts
             os._exit(code)
         children.append(pid)
 

@@ -98,7 +98,8 @@ async def test_status_page_renders_in_chromium(
 
     dom = (await browse(binary, tmp_path / "profile-dom", "--dump-dom", url)).decode()
     assert "<h1>hexproxy</h1>" in dom
-    assert 'class="up">up</b>' in dom
+    # The tampered tarball was upstream's last answer: a failure, not yet a pause.
+    assert 'class="down">down</b>' in dom
     assert "Hit ratio" in dom and "50.0%" in dom  # tarball alpha: 1 miss, 2 hits; beta 1/1
     assert "of 10.0 MiB" in dom
     assert "<td>alpha</td><td>3</td>" in dom and "<td>beta</td><td>2</td>" in dom

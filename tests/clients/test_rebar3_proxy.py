@@ -11,7 +11,6 @@ Timings are printed (``pytest -s -m clients``) as ``[rebar3 timing] ...`` lines.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ import aiohttp
 import pytest
 
 from hexproxy.registry import public_key_pem
+from hexproxy.store.storage import FileStorage
 from tests.clients.conftest import tree_files
 from tests.conftest import Upstream
 from tests.fakes.hex_repo import BlackHole
@@ -32,6 +32,7 @@ from tests.support.repo import (
     erlang_tree_roots,
     expected_lock,
 )
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -52,6 +53,15 @@ def tree_with(*extra: PackageSpec) -> dict[str, bytes]:
 
 def report(label: str, seconds: float) -> None:
     print(f"\n[rebar3 timing] {label}: {seconds:.2f}s")
+
+
+async def past_the_ttl(cache: Path, ttl: float) -> None:
+    """Wait until every registry file the proxy holds is older than ``ttl``, by the
+    validation times it recorded with them, so its next request for one revalidates."""
+    storage = FileStorage(cache)
+    metas = [storage.read_meta(key) for key in storage.iter_keys() if key.is_mutable]
+    newest = max(meta.validated_at for meta in metas if meta is not None)
+    await wait_until(lambda: time.time() > newest + ttl, "the registry TTL to pass")
 
 
 @pytest.fixture(autouse=True)
@@ -175,11 +185,12 @@ async def test_warm_with_upstream_black_holed(
         codes = await proxies.stop_all()
         await hole.close()
     report("warm (same settings, upstream up)", warm)
-    report(f"warm, upstream black-holed (+{holed - warm:.2f}s)", holed)
+    report(f"warm, upstream black-holed (+{holed - warm:.2f}s, {wall:.2f}s in all)", holed)
     # Stale answers after stale_timeout (1 s) until the breaker opens after
-    # failure_threshold (3) silences: a few seconds in all, not one timeout per package.
-    assert holed <= warm + 15, (warm, holed, wall)
+    # failure_threshold (3) silences: a few waits in all, not one per package. Each
+    # revalidation that went out is one connection to the hole, so count those.
     assert b"upstream repository: paused" in ready, ready  # the circuit is open
+    assert hole.accepted < len(expected_lock()), "the proxy asked upstream for every package"
     assert codes == [0, 0], codes
 
 
@@ -220,7 +231,7 @@ async def test_tampered_registry_refresh_keeps_the_verified_copy(
     await fetch_and_compile(tmp_path / "fill", proxy)
     for name in expected_lock():
         tree_upstream.repo.fail("bad_signature", f"/packages/{name}")
-    await asyncio.sleep(1.2)  # past the TTL: the next request revalidates upstream
+    await past_the_ttl(tmp_path / "cache", 1)  # the next request revalidates upstream
     refreshes_before = sum(tree_upstream.repo.count(f"/packages/{n}") for n in expected_lock())
 
     _, elapsed = await fetch_and_compile(tmp_path / "after", proxy)
@@ -245,7 +256,7 @@ async def test_new_release_upstream_becomes_visible_after_the_ttl(
     tarball = f"/tarballs/acorn-{NEW_ACORN}.tar"
     for path in ("packages/acorn", tarball, "names", "versions"):
         tree_upstream.repo.publish(path, later[path.lstrip("/")])
-    await asyncio.sleep(1.2)  # past the TTL
+    await past_the_ttl(tmp_path / "cache", 1)
 
     updated = await project.update()
     assert updated.ok, explain(updated, proxy)

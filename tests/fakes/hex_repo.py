@@ -182,6 +182,11 @@ class BlackHole:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
 
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far: how often a client tried its luck."""
+        return len(self._writers)
+
     async def close(self) -> None:
         for writer in self._writers:
             writer.close()

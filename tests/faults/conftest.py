@@ -1,5 +1,6 @@
-"""Shared pieces of the fault and abuse suite: many clients at once, a throttled upstream
-that can also lie about sizes, and an independent check of everything in the cache."""
+"""Shared pieces of the fault and abuse suite: many clients at once, an upstream that can
+hold a body half-way or lie about sizes, and an independent check of everything in the
+cache."""
 
 from __future__ import annotations
 
@@ -148,12 +149,13 @@ def partial_files(cache_dir: Path) -> list[str]:
 
 @dataclass
 class ThrottledRepo:
-    """An upstream that sends bodies at ``rate`` bytes/s, optionally without a length,
-    and can serve arbitrary bytes at any path (``override``)."""
+    """An upstream that sends bodies in 64 KiB chunks, optionally without a length, and
+    can serve arbitrary bytes at any path (``override``). Until ``hold`` (if given) is
+    set, each body longer than one chunk stops after its first: a download under way."""
 
     files: dict[str, bytes]
-    rate: float = 0.0
     chunked: bool = False
+    hold: asyncio.Event | None = None
     override: dict[str, bytes] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)
@@ -177,7 +179,7 @@ class ThrottledRepo:
         for start in range(0, len(body), step):  # bounded by the body size
             await response.write(body[start : start + step])
             self.sent[path] = self.sent.get(path, 0) + len(body[start : start + step])
-            if self.rate:
-                await asyncio.sleep(step / self.rate)
+            if self.hold is not None and start + step < len(body):
+                await self.hold.wait()
         await response.write_eof()
         return response

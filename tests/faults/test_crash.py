@@ -20,6 +20,7 @@ import pytest
 from tests.faults.conftest import ThrottledRepo, cache_problems, get_many, partial_files
 from tests.support.keys import test_private_key
 from tests.support.repo import PackageSpec, build_repo
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = [f"pkg{i}" for i in range(10)]
@@ -92,25 +93,31 @@ def _tail(log: Path) -> str:
 async def test_sigkill_mid_download_leaves_only_good_files(
     aiohttp_server: Any, crash_files: dict[str, bytes], public_key_file: Path, tmp_path: Path
 ) -> None:
-    repo = ThrottledRepo(dict(crash_files), rate=1_000_000)  # each tarball takes ~0.4 s
+    # Upstream sends the first 64 KiB of each tarball, then holds the rest until released.
+    release = asyncio.Event()
+    repo = ThrottledRepo(dict(crash_files), hold=release)
     server = await aiohttp_server(repo.app())
     upstream = str(server.make_url("")).rstrip("/")
     cache_dir = tmp_path / "cache"
     log = tmp_path / "proxy.log"
     paths = [f"tarballs/{name}-1.0.0.tar" for name in PACKAGES]
 
+    def all_downloading() -> bool:
+        temps = partial_files(cache_dir)
+        return all(
+            any(t.endswith(f"{p.removeprefix('tarballs/')}.part") for t in temps) for p in paths
+        )
+
     async with proxy_process(upstream, cache_dir, public_key_file, log) as (url, proc):
         downloads = [
             asyncio.ensure_future(get_many(f"{url}/{path}", 5, seconds=30)) for path in paths
         ]
-        # Kill once every tarball is flowing, well before any is complete.
-        for _ in range(400):
-            if all(0 < repo.sent.get(p, 0) < TARBALL_BYTES for p in paths):
-                break
-            await asyncio.sleep(0.01)
-        assert all(repo.sent.get(p, 0) > 0 for p in paths), repo.sent
+        # Kill once every tarball is flowing into its temp file; none can be complete.
+        await wait_until(all_downloading, "a temp file for every tarball")
+        assert all(0 < repo.sent[p] < TARBALL_BYTES for p in paths), repo.sent
         os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
+        release.set()
         answers = [a for batch in await asyncio.gather(*downloads) for a in batch]
     assert len(answers) == 50
     for path, answer in zip([p for p in paths for _ in range(5)], answers, strict=True):
@@ -119,7 +126,6 @@ async def test_sigkill_mid_download_leaves_only_good_files(
     assert cache_problems(cache_dir, crash_files) == []
     assert partial_files(cache_dir), "the kill was meant to interrupt running downloads"
 
-    repo.rate = 0.0
     async with proxy_process(upstream, cache_dir, public_key_file, log) as (url, _):
         for path in paths:
             again = await get_many(f"{url}/{path}", 3)

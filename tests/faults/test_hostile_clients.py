@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import random
 import socket
-import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from tests.conftest import ProxyFactory
 from tests.faults.conftest import ThrottledRepo, get_many, settle
 from tests.support.keys import test_private_key
 from tests.support.repo import PackageSpec, build_repo
+from tests.support.waiting import HANG_GUARD
 
 MiB = 1024 * 1024
 TARBALL = "tarballs/big-1.0.0.tar"
@@ -62,7 +62,7 @@ async def status_of(host: str, port: int, request: bytes) -> int:
     try:
         writer.write(request)
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), 5)
+        line = await asyncio.wait_for(reader.readline(), HANG_GUARD)
     except (ConnectionError, TimeoutError):
         return 0
     finally:
@@ -71,11 +71,11 @@ async def status_of(host: str, port: int, request: bytes) -> int:
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
-async def timed_get(url: str) -> float:
-    start = time.monotonic()
-    [answer] = await get_many(url, 1, seconds=10)
+async def assert_served(url: str) -> None:
+    """A well-behaved client gets a whole 200 answer; the time limit is only a hang guard
+    (how fast is bench/'s business, not a pass/fail test's)."""
+    [answer] = await get_many(url, 1, seconds=HANG_GUARD)
     assert answer.status == 200 and answer.body is not None
-    return time.monotonic() - start
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["miss", "hit"])
@@ -98,10 +98,15 @@ async def test_clients_that_never_read_do_not_grow_memory(
         async with raw_connections(host, port, 30, rcvbuf=4096) as conns:
             for _, writer in conns:
                 writer.write(request)
-            await asyncio.sleep(1.0)  # 30 x 3 MB would be 90 MB if nothing pushed back
-            # Others are served meanwhile.
-            assert await timed_get(str(client.make_url("/packages/big"))) < 2.0
-            assert await timed_get(str(client.make_url("/" + TARBALL))) < 5.0
+            # All thirty are being answered, so the proxy has 30 x 3 MB to send them: that
+            # would be 90 MB in memory if nothing pushed back.
+            for reader, _ in conns:
+                status = await asyncio.wait_for(reader.readline(), HANG_GUARD)
+                assert status.startswith(b"HTTP/1.1 200 "), status
+            # Others are served meanwhile; by the end of the tarball, the bytes the stalled
+            # clients would have been sent have all been read from disk or upstream.
+            await assert_served(str(client.make_url("/packages/big")))
+            await assert_served(str(client.make_url("/" + TARBALL)))
             _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -114,11 +119,12 @@ async def test_slowloris_headers_do_not_starve_others(
 ) -> None:
     client = await _proxy(aiohttp_server, make_proxy, files)
     async with raw_connections(client.host, client.port, 100) as conns:
-        for _ in range(5):  # five slow rounds of one more header line each
+        for round_ in range(5):  # five slow rounds of one more header line each
             for _, writer in conns:
-                writer.write(b"GET /packages/big HTTP/1.1\r\n" if _ == 0 else b"X-Slow: 1\r\n")
-            await asyncio.sleep(0.05)
-            assert await timed_get(str(client.make_url("/packages/big"))) < 2.0
+                writer.write(b"GET /packages/big HTTP/1.1\r\n" if round_ == 0 else b"X-Slow: 1\r\n")
+                await writer.drain()
+            # A whole answer for another client while the hundred sit on half a request.
+            await assert_served(str(client.make_url("/packages/big")))
 
 
 @pytest.mark.parametrize(
@@ -157,5 +163,5 @@ async def test_oversized_or_garbage_requests_get_4xx(
     status = await status_of(client.host, client.port, request_bytes)
     assert 400 <= status < 500, status
     # Still alive and well.
-    assert await timed_get(str(client.make_url("/packages/big"))) < 2.0
+    await assert_served(str(client.make_url("/packages/big")))
     await settle(tmp_path / "cache")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import FAULTS
 from tests.faults.conftest import (
@@ -16,6 +17,7 @@ from tests.faults.conftest import (
     get_many,
     settle,
 )
+from tests.support.clock import past_backoff
 
 OBJECTS = {"tarball": "/tarballs/alpha-1.0.0.tar", "package": "/packages/alpha"}
 
@@ -50,6 +52,7 @@ async def test_no_client_gets_wrong_bytes(
     assert cache_problems(cache_dir, upstream.repo.files) == []
 
     upstream.repo.heal()
+    await past_backoff(client.app[CACHE])  # the failed object is not asked for again before
     healed = await get_many(url, 5)
     assert all(a.status == 200 and a.body == expected for a in healed)
     await settle(cache_dir)

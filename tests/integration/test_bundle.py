@@ -1,4 +1,8 @@
-"""``hexproxy export`` and ``import``: carry a warmed cache across a gap, trusting no byte."""
+"""``hexproxy export`` and ``import``: carry a warmed cache across a gap, trusting no byte.
+
+The cache is warmed from a mix.lock of the built 15-package tree (tests/support/repo.py):
+12 locked releases, signed with the test key. No real data is needed here.
+"""
 
 from __future__ import annotations
 
@@ -20,37 +24,47 @@ from tests.fakes.hex_repo import corrupt_signature, flip_byte
 from tests.support.keys import test_private_key
 from tests.support.repo import PackageSpec, build_repo
 from tests.support.warming import (
-    PHOENIX,
-    PHOENIX_KEY,
     Served,
     cli_args,
     make_config,
-    phoenix_files,
     run_cli,
     serve,
+    tree_files,
+    tree_lock,
+    tree_pins,
 )
 
-LOCK = PHOENIX / "mix.lock"
+LOCKED = len(tree_pins())  # releases in the lock: one tarball and one /packages file each
 
 
 @pytest.fixture
-async def phoenix(aiohttp_server: Any) -> Served:
-    return await serve(aiohttp_server, phoenix_files())
+async def tree(aiohttp_server: Any) -> Served:
+    return await serve(aiohttp_server, tree_files())
 
 
 @pytest.fixture
-async def warmed(phoenix: Served, tmp_path: Path) -> Path:
-    """A cache holding the phoenix tree, and a bundle of it at tmp_path/phoenix.tar."""
+def lock(tmp_path: Path) -> Path:
+    return tree_lock(tmp_path)
+
+
+@pytest.fixture
+def key(public_key_file: Path) -> Path:
+    return public_key_file
+
+
+@pytest.fixture
+async def warmed(tree: Served, tmp_path: Path, lock: Path, key: Path) -> Path:
+    """A cache holding the locked tree, and a bundle of it at tmp_path/tree.tar."""
     cache_dir = tmp_path / "warm-cache"
-    args = cli_args(phoenix.url, cache_dir, PHOENIX_KEY)
-    assert await run_cli("warm", *args, "--lock", LOCK) == 0
-    assert await run_cli("export", *args, tmp_path / "phoenix.tar") == 0
+    args = cli_args(tree.url, cache_dir, key)
+    assert await run_cli("warm", *args, "--lock", lock) == 0
+    assert await run_cli("export", *args, tmp_path / "tree.tar") == 0
     return cache_dir
 
 
-def offline_args(cache_dir: Path) -> list[str]:
+def offline_args(cache_dir: Path, key: Path) -> list[str]:
     # An upstream nobody listens on: import and export must never need one.
-    return [*cli_args("http://127.0.0.1:9", cache_dir, PHOENIX_KEY), "--offline"]
+    return [*cli_args("http://127.0.0.1:9", cache_dir, key), "--offline"]
 
 
 def read_bundle(path: Path) -> dict[str, bytes]:
@@ -84,33 +98,34 @@ async def answers(client: Any, paths: list[str]) -> dict[str, tuple[int, bytes, 
 
 
 def served_paths() -> list[str]:
-    paths = [f"/packages/{p.name}" for p in (PHOENIX / "packages").iterdir()]
-    return sorted(paths + [f"/tarballs/{p.name}" for p in (PHOENIX / "tarballs").iterdir()])
+    pins = tree_pins()
+    paths = [f"/packages/{name}" for name in pins]
+    return sorted(paths + [f"/tarballs/{name}-{version}.tar" for name, version in pins.items()])
 
 
 async def test_export_wipe_import_serves_byte_identical_offline(
-    warmed: Path, tmp_path: Path, aiohttp_client: Any, phoenix: Served
+    warmed: Path, tmp_path: Path, aiohttp_client: Any, tree: Served, key: Path
 ) -> None:
-    config = make_config(phoenix.url, warmed, PHOENIX_KEY, upstream__offline=True)
+    config = make_config(tree.url, warmed, key, upstream__offline=True)
     before = await answers(await aiohttp_client(create_app(config)), served_paths())
     assert {status for status, _, _ in before.values()} == {200}
 
     shutil.rmtree(warmed)
-    await phoenix.stop()
-    assert await run_cli("import", *offline_args(warmed), tmp_path / "phoenix.tar") == 0
+    await tree.stop()
+    assert await run_cli("import", *offline_args(warmed, key), tmp_path / "tree.tar") == 0
 
     after = await answers(await aiohttp_client(create_app(config)), served_paths())
     assert after == before
-    assert len(list((warmed / "tarballs").glob("*/*.tar"))) == 32
+    assert len(list((warmed / "tarballs").glob("*/*.tar"))) == LOCKED
 
 
 async def test_bundle_layout_and_manifest(warmed: Path, tmp_path: Path) -> None:
-    files = read_bundle(tmp_path / "phoenix.tar")
+    files = read_bundle(tmp_path / "tree.tar")
     manifest = json.loads(files.pop(MANIFEST))
     assert manifest["format"] == "hexproxy-bundle" and manifest["version"] == 1
     listed = {entry["path"]: entry for entry in manifest["files"]}
     assert set(listed) == set(files)
-    assert len([p for p in files if p.startswith("tarballs/")]) == 32
+    assert len([p for p in files if p.startswith("tarballs/")]) == LOCKED
     for path, body in files.items():
         assert listed[path]["sha256"] == hashlib.sha256(body).hexdigest()
         assert body == (warmed / path).read_bytes()
@@ -118,58 +133,59 @@ async def test_bundle_layout_and_manifest(warmed: Path, tmp_path: Path) -> None:
 
 
 async def test_second_import_skips_everything(
-    warmed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    warmed: Path, tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert await run_cli("import", *offline_args(warmed), tmp_path / "phoenix.tar") == 0
+    assert await run_cli("import", *offline_args(warmed, key), tmp_path / "tree.tar") == 0
     assert "0 added" in capsys.readouterr().out
 
 
 async def test_tampered_tarball_is_refused_and_the_rest_added(
-    warmed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    warmed: Path, tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = read_bundle(tmp_path / "phoenix.tar")
-    bad = "tarballs/plug/plug-1.12.1.tar"
+    files = read_bundle(tmp_path / "tree.tar")
+    bad = "tarballs/kapok/kapok-1.2.0.tar"
     files[bad] = flip_byte(files[bad])
     bundle = write_bundle(tmp_path / "bad.tar", files)
     target = tmp_path / "fresh"
     capsys.readouterr()
-    assert await run_cli("import", *offline_args(target), bundle) == 1
+    assert await run_cli("import", *offline_args(target, key), bundle) == 1
     captured = capsys.readouterr()
     assert f"REFUSED {bad}: sha256" in captured.err
-    assert "is not the signed outer checksum of plug 1.12.1" in captured.err
+    assert "is not the signed outer checksum of kapok 1.2.0" in captured.err
     assert captured.err.count("REFUSED") == 1
-    assert "63 added" in captured.out  # 32 package files and the 31 good tarballs
+    # Every package file and every tarball but the bad one.
+    assert f"{2 * LOCKED - 1} added" in captured.out
     storage = FileStorage(target)
-    assert storage.stat(tarball_key("plug", "1.12.1")) is None
-    assert storage.stat(package_key("plug")) is not None
+    assert storage.stat(tarball_key("kapok", "1.2.0")) is None
+    assert storage.stat(package_key("kapok")) is not None
 
 
 async def test_damaged_member_without_manifest_fix_is_refused(
-    warmed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    warmed: Path, tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = read_bundle(tmp_path / "phoenix.tar")
-    bad = "tarballs/jason/jason-1.2.2.tar"
+    files = read_bundle(tmp_path / "tree.tar")
+    bad = "tarballs/elm/elm-0.5.2.tar"
     files[bad] = flip_byte(files[bad])
     bundle = write_bundle(tmp_path / "bad.tar", files, fix_manifest=False)
-    assert await run_cli("import", *offline_args(tmp_path / "fresh"), bundle) == 1
+    assert await run_cli("import", *offline_args(tmp_path / "fresh", key), bundle) == 1
     assert f"REFUSED {bad}: sha256 differs from the manifest's" in capsys.readouterr().err
 
 
 async def test_tampered_registry_file_is_refused_with_its_tarballs(
-    warmed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    warmed: Path, tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = read_bundle(tmp_path / "phoenix.tar")
-    files["registry/packages/plug"] = corrupt_signature(files["registry/packages/plug"])
+    files = read_bundle(tmp_path / "tree.tar")
+    files["registry/packages/kapok"] = corrupt_signature(files["registry/packages/kapok"])
     bundle = write_bundle(tmp_path / "bad.tar", files)
     target = tmp_path / "fresh"
-    assert await run_cli("import", *offline_args(target), bundle) == 1
+    assert await run_cli("import", *offline_args(target, key), bundle) == 1
     err = capsys.readouterr().err
-    assert "REFUSED registry/packages/plug: " in err and "signature" in err
-    assert "REFUSED tarballs/plug/plug-1.12.1.tar: no verified /packages/plug" in err
+    assert "REFUSED registry/packages/kapok: " in err and "signature" in err
+    assert "REFUSED tarballs/kapok/kapok-1.2.0.tar: no verified /packages/kapok" in err
     storage = FileStorage(target)
-    assert storage.stat(package_key("plug")) is None
-    assert storage.stat(tarball_key("plug", "1.12.1")) is None
-    assert storage.stat(package_key("jason")) is not None
+    assert storage.stat(package_key("kapok")) is None
+    assert storage.stat(tarball_key("kapok", "1.2.0")) is None
+    assert storage.stat(package_key("elm")) is not None
 
 
 @pytest.mark.parametrize(
@@ -180,14 +196,14 @@ async def test_tampered_registry_file_is_refused_with_its_tarballs(
         "registry/packages/../../evil",
         "tarballs/plug/../../evil.tar",
         "registry/packages/Bad",
-        "tarballs/plug/jason-1.2.2.tar",
+        "tarballs/kapok/elm-0.5.2.tar",
         "tmp/x",
     ],
 )
 async def test_members_outside_the_cache_grammar_are_refused(
-    warmed: Path, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+    warmed: Path, tmp_path: Path, key: Path, name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = read_bundle(tmp_path / "phoenix.tar")
+    files = read_bundle(tmp_path / "tree.tar")
     files[name] = b"evil"
     manifest = json.loads(files[MANIFEST])
     manifest["files"].append({"path": name, "kind": "package", "sha256": "0", "size": 4})
@@ -196,7 +212,7 @@ async def test_members_outside_the_cache_grammar_are_refused(
     assert (
         await run_cli(
             "import",
-            *offline_args(target),
+            *offline_args(target, key),
             write_bundle(tmp_path / "x.tar", files, fix_manifest=False),
         )
         == 1
@@ -212,16 +228,16 @@ def _contains_evil(root: Path, target: Path) -> bool:
 
 
 async def test_symlink_member_is_refused(
-    warmed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    warmed: Path, tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = tmp_path / "phoenix.tar"
+    source = tmp_path / "tree.tar"
     bundle = tmp_path / "link.tar"
     shutil.copy(source, bundle)
     with tarfile.open(bundle, "a") as tar:
         link = tarfile.TarInfo("registry/packages/evil")
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(link)
-    assert await run_cli("import", *offline_args(tmp_path / "fresh"), bundle) == 1
+    assert await run_cli("import", *offline_args(tmp_path / "fresh", key), bundle) == 1
     assert "REFUSED registry/packages/evil: not a regular file" in capsys.readouterr().err
     assert not (tmp_path / "fresh" / "registry" / "packages" / "evil").exists()
 
@@ -262,24 +278,26 @@ async def test_older_registry_file_never_replaces_a_newer_one(
 
 
 async def test_selective_export_takes_only_what_the_specs_need(
-    warmed: Path, tmp_path: Path
+    warmed: Path, tmp_path: Path, key: Path
 ) -> None:
-    bundle = tmp_path / "jason.tar"
-    assert await run_cli("export", *offline_args(warmed), bundle, "jason") == 0
+    bundle = tmp_path / "elm.tar"
+    # elm 0.5.2 needs ivy ~> 1.0; the cache holds twelve releases.
+    assert await run_cli("export", *offline_args(warmed, key), bundle, "elm@~> 0.5.0") == 0
     assert set(read_bundle(bundle)) == {
         MANIFEST,
-        "registry/packages/jason",
-        "tarballs/jason/jason-1.2.2.tar",
-        "registry/packages/decimal",
-        "tarballs/decimal/decimal-2.0.0.tar",
+        "registry/packages/elm",
+        "tarballs/elm/elm-0.5.2.tar",
+        "registry/packages/ivy",
+        "tarballs/ivy/ivy-1.0.1.tar",
     }
 
 
 async def test_export_of_what_is_not_cached_fails_and_writes_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, lock: Path, key: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bundle = tmp_path / "out.tar"
-    assert await run_cli("export", *offline_args(tmp_path / "empty"), bundle, "--lock", LOCK) == 1
+    empty = offline_args(tmp_path / "empty", key)
+    assert await run_cli("export", *empty, bundle, "--lock", lock) == 1
     err = capsys.readouterr().err
     assert "not in this offline cache" in err and "run hexproxy warm first" in err
     assert not bundle.exists()
@@ -295,7 +313,7 @@ async def test_export_of_what_is_not_cached_fails_and_writes_nothing(
     ],
 )
 def test_bad_bundle_is_one_line_and_exit_2(
-    tmp_path: Path, content: Any, message: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, key: Path, content: Any, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from hexproxy.cli import main
 
@@ -308,6 +326,6 @@ def test_bad_bundle_is_one_line_and_exit_2(
             info = tarfile.TarInfo(MANIFEST if content == "bad-manifest" else "x")
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
-    assert main(["import", *offline_args(tmp_path / "c"), str(bundle)]) == 2
+    assert main(["import", *offline_args(tmp_path / "c", key), str(bundle)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err

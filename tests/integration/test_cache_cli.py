@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import json
 import os
 import re
@@ -206,12 +206,14 @@ async def test_prune_max_size_removes_least_recently_used_first(
 ) -> None:
     # Touch the tarballs through the proxy in a known order, then let it record that.
     order = ["gamma-0.1.0", "alpha-1.1.0", "beta-2.1.0", "alpha-1.0.0", "beta-2.0.0"]
+    evictor = filled.server.app[EVICTOR]
+    # Each hit a second after the one before (and after every store): an exact order.
+    evictor.access.clock = itertools.count(time.time() + 1).__next__
     for release in order:
         response = await filled.get(f"/tarballs/{release}.tar")
         await response.read()
         assert response.headers["X-Cache"] == "HIT"
-        await asyncio.sleep(0.01)
-    await filled.server.app[EVICTOR].flush()
+    await evictor.flush()
 
     cache = tmp_path / "cache"
     before = run.json("stats")["bytes"]

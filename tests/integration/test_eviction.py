@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from hexproxy.store import inventory
 from hexproxy.store.eviction import LOW_WATER, Evictor
 from hexproxy.web.ops import EVICTOR
 from tests.conftest import ProxyFactory, Upstream
+from tests.support.waiting import wait_until
 
 ORDER = ["beta-2.1.0", "gamma-0.1.0", "alpha-1.0.0", "beta-2.0.0", "alpha-1.1.0"]
 
@@ -33,13 +38,19 @@ def evictor(proxy: TestClient[Any, Any]) -> Evictor:
     return proxy.server.app[EVICTOR]
 
 
+def one_second_per_reading() -> Callable[[], float]:
+    """A clock for the access recorder: each hit a second after the one before, starting
+    after anything already stored, so the use order is exact without waiting."""
+    return itertools.count(time.time() + 1).__next__
+
+
 async def fill_in_order(proxy: TestClient[Any, Any]) -> None:
     """Store every tarball, then use them in ORDER (oldest use first)."""
     for release in ORDER:
         await get(proxy, f"/tarballs/{release}.tar")
+    evictor(proxy).access.clock = one_second_per_reading()
     for release in ORDER:
         assert await get(proxy, f"/tarballs/{release}.tar") == "HIT"
-        await asyncio.sleep(0.01)
 
 
 def cached_size(cache: Path) -> int:
@@ -72,7 +83,9 @@ async def test_eviction_removes_least_recently_used_until_under_the_limit(
     max_size = total - sizes[ORDER[0]] // 2  # over the limit by half the oldest tarball
 
     proxy = await make_proxy(cache__max_size=max_size)
-    await evictor(proxy).stop()  # only the round below runs, so the order is deterministic
+    # Only the round below runs, so the order is deterministic; stop() lets a startup
+    # round that has begun finish first.
+    await evictor(proxy).stop()
     await fill_in_order(proxy)  # refetch anything the startup round took; use order is ORDER
     removed = await evictor(proxy).run_once()
 
@@ -105,15 +118,42 @@ async def test_the_background_round_evicts_soon_after_misses(
     make_proxy: ProxyFactory, tmp_path: Path
 ) -> None:
     proxy = await make_proxy(cache__max_size=4096)
-    await asyncio.sleep(0.1)  # the first round measures the (empty) cache
+    # Misses push for a round only once a first one has measured the cache.
+    await wait_until(lambda: evictor(proxy).usage is not None, "the first round")
     for release in ORDER:
         await get(proxy, f"/tarballs/{release}.tar")
-    for _ in range(100):
-        if evictor(proxy).evicted:
-            break
-        await asyncio.sleep(0.05)
-    assert evictor(proxy).evicted >= 1
-    assert cached_size(tmp_path / "cache") <= 4096
+    await wait_until(
+        lambda: evictor(proxy).evicted >= 1 and cached_size(tmp_path / "cache") <= 4096,
+        "a round to bring the cache under max_size",
+    )
+
+
+async def test_stop_lets_a_round_that_has_begun_finish(
+    make_proxy: ProxyFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    filler = await make_proxy()
+    for release in ORDER:
+        await get(filler, f"/tarballs/{release}.tar")
+    removing, go_on = threading.Event(), threading.Event()
+    execute = inventory.execute
+
+    def held_execute(*args: Any) -> Any:
+        removing.set()
+        go_on.wait(30)
+        return execute(*args)
+
+    monkeypatch.setattr(inventory, "execute", held_execute)
+    proxy = await make_proxy(cache__max_size=1)
+    await wait_until(removing.is_set, "the startup round to start removing")
+    stopping = asyncio.ensure_future(evictor(proxy).stop())
+    loop_task = evictor(proxy).task
+    assert loop_task is not None
+    await wait_until(loop_task.done, "the eviction loop to be cancelled")
+    assert not stopping.done()  # still waiting for the removal thread
+    go_on.set()
+    await stopping
+    assert evictor(proxy).evicted == len(ORDER)
+    assert not any(tarball(tmp_path / "cache", r).exists() for r in ORDER)
 
 
 async def test_no_eviction_while_upstream_is_unreachable(

@@ -21,6 +21,7 @@ from hexproxy.web.state import CACHE
 from tests.conftest import Upstream
 from tests.support.keys import test_private_key as key
 from tests.support.repo import PackageSpec, build_repo
+from tests.support.waiting import wait_until
 
 SAME = ("ETag", "Content-Length", "Content-Type", "Cache-Control", "Last-Modified")
 
@@ -179,11 +180,14 @@ async def test_a_client_that_never_reads_does_not_grow_memory(running: Any) -> N
     await raw(proxy.port, get("/packages/alpha"), 1)
     _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(get("/packages/alpha") * 20000)  # never read the answers
-    await asyncio.sleep(0.5)
-    (connection,) = [c for c in proxy.connections if c.transport is not None]
-    buffered = connection.transport.get_write_buffer_size()
-    assert connection.paused
-    assert buffered < 4 * 1024 * 1024
+
+    def open_connections() -> list[Any]:
+        return [c for c in proxy.connections if c.transport is not None]
+
+    await wait_until(lambda: any(c.paused for c in open_connections()), "the proxy to stop writing")
+    (connection,) = open_connections()
+    assert connection.reading_paused  # and it reads no more requests until the client reads
+    assert connection.transport.get_write_buffer_size() < 4 * 1024 * 1024
     writer.close()
 
 

@@ -19,6 +19,7 @@ from hexproxy.installs import parse_target
 from hexproxy.registry import public_key_pem, sign
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
+from tests.support.clock import past_backoff
 from tests.support.keys import other_private_key, test_private_key
 
 # Builds, as the fake builds host serves them.
@@ -112,8 +113,9 @@ async def test_a_tampered_build_is_cut_off_and_never_cached(
         await response.read()
     assert not any("hex-2.3.0-otp-27" in p for p in stored(builds))
     assert builds.app[CACHE].counters.verification_failures == 1
-    # The honest file is then stored normally.
+    # The honest file is then stored normally (once the file's backoff is over).
     upstream.repo.publish("installs/1.19.0/hex-2.3.0-otp-27.ez", HEX_27)
+    await past_backoff(builds.app[CACHE])
     good = await builds.get("/installs/1.19.0/hex-2.3.0-otp-27.ez")
     assert await good.read() == HEX_27
 

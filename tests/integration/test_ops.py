@@ -172,7 +172,8 @@ async def test_metrics_count_exactly_the_traffic_sent(
     assert sample(m, upstream_requests, kind="package", status="404") == 1
     assert sample(m, "hexproxy_upstream_response_seconds_count", kind="tarball") == 2
     assert sample(m, "hexproxy_verification_failures_total") == 1
-    assert sample(m, "hexproxy_upstream_state", state="up") == 1
+    # The bad tarball was upstream's last answer: one failure, not yet a pause.
+    assert sample(m, "hexproxy_upstream_state", state="down") == 1
     assert sample(m, "hexproxy_upstream_state", state="paused") == 0
     assert sample(m, "hexproxy_cache_max_size_bytes") == 0
     assert ("hexproxy_cache_size_bytes", ()) in m

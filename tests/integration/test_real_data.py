@@ -16,6 +16,8 @@ from hexproxy.web import create_app
 from tests.fakes.hex_repo import FakeHexRepo, flip_byte
 from tests.support.fixtures import FIXTURES
 
+pytestmark = pytest.mark.real_data
+
 
 def fixture_files(root: Path) -> dict[str, bytes]:
     return {

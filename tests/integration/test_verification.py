@@ -8,16 +8,16 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import flip_byte
+from tests.support.clock import later, past_backoff
 from tests.support.keys import other_private_key
 from tests.support.repo import PackageSpec, build_repo
 from tests.support.user_agents import AS_HEX_2_5
 
 
 def cached_files(client: TestClient[Any, Any]) -> list[str]:
-    from hexproxy.web.state import CACHE
-
     root = client.app[CACHE].storage.root
     return sorted(
         p.relative_to(root).as_posix()
@@ -85,8 +85,9 @@ async def test_tampered_tarball_aborts_the_client_and_is_not_cached(
         await response.read()
     assert not any(p.startswith("tarballs/") for p in cached_files(proxy))
     assert not any(p.startswith("tmp/") for p in cached_files(proxy))
-    # A later, honest answer is stored normally.
+    # A later, honest answer is stored normally (once the tarball's backoff is over).
     upstream.repo.heal()
+    await past_backoff(proxy.app[CACHE])
     good = await proxy.get("/tarballs/gamma-0.1.0.tar")
     assert await good.read() == upstream.repo.files["tarballs/gamma-0.1.0.tar"]
     assert "tarballs/gamma/gamma-0.1.0.tar" in cached_files(proxy)
@@ -121,6 +122,9 @@ async def test_new_release_found_by_refreshing_the_package_once(
     newer = build_repo([PackageSpec("beta", v) for v in ("2.0.0", "2.1.0", "2.2.0")], _key())
     upstream.repo.publish("packages/beta", newer["packages/beta"])
     upstream.repo.publish("tarballs/beta-2.2.0.tar", newer["tarballs/beta-2.2.0.tar"])
+    # The package file is looked at again for an unknown release only once it is older
+    # than negative_ttl (see test_unknown_releases.py).
+    later(proxy.app[CACHE], proxy.app[CACHE].config.cache.negative_ttl)
     response = await proxy.get("/tarballs/beta-2.2.0.tar")
     assert response.status == 200
     assert await response.read() == newer["tarballs/beta-2.2.0.tar"]

@@ -29,6 +29,9 @@ from tests.support.warming import (
     phoenix_files,
     run_cli,
     serve,
+    tree_files,
+    tree_lock,
+    tree_pins,
 )
 
 
@@ -64,10 +67,17 @@ async def tree(aiohttp_server: Any) -> Served:
     return await serve(aiohttp_server, build_repo(versions_tree(), test_private_key()))
 
 
+@pytest.fixture
+async def locked(aiohttp_server: Any) -> Served:
+    """The 15-package tree of tests/support/repo.py; `tree_lock()` locks 12 of it."""
+    return await serve(aiohttp_server, tree_files())
+
+
 def cached_tarballs(cache_dir: Path) -> set[str]:
     return {p.name for p in (cache_dir / "tarballs").glob("*/*.tar")}
 
 
+@pytest.mark.real_data
 async def test_phoenix_lock_warms_all_tarballs_then_serves_without_upstream(
     phoenix: Served, tmp_path: Path, aiohttp_client: Any
 ) -> None:
@@ -96,28 +106,30 @@ async def test_phoenix_lock_warms_all_tarballs_then_serves_without_upstream(
         assert await tarball.read() == (PHOENIX / "tarballs" / name).read_bytes()
 
 
-async def test_second_run_fetches_no_tarball(phoenix: Served, tmp_path: Path) -> None:
-    args = cli_args(phoenix.url, tmp_path / "cache", PHOENIX_KEY)
-    lock = PHOENIX / "mix.lock"
+async def test_second_run_fetches_no_tarball(
+    locked: Served, tmp_path: Path, public_key_file: Path
+) -> None:
+    args = cli_args(locked.url, tmp_path / "cache", public_key_file)
+    lock = tree_lock(tmp_path)
     assert await run_cli("warm", *args, "--lock", lock) == 0
-    assert phoenix.tarball_requests() == 32
-    before = len(phoenix.repo.requests)
+    assert locked.tarball_requests() == len(tree_pins())
+    before = len(locked.repo.requests)
     assert await run_cli("warm", *args, "--lock", lock) == 0
-    assert len(phoenix.repo.requests) == before  # registry files are still fresh too
+    assert len(locked.repo.requests) == before  # registry files are still fresh too
 
 
 async def test_registry_older_than_ttl_is_revalidated_not_refetched(
-    phoenix: Served, tmp_path: Path
+    locked: Served, tmp_path: Path, public_key_file: Path
 ) -> None:
-    config = make_config(phoenix.url, tmp_path / "cache", PHOENIX_KEY, cache__registry_ttl=60)
-    inputs = WarmInputs(specs=[parse_spec("plug")])
+    config = make_config(locked.url, tmp_path / "cache", public_key_file, cache__registry_ttl=60)
+    inputs = WarmInputs(specs=[parse_spec("cedar")])  # and kapok, hazel, larch, maple, nutmeg
     first = await _warm(config, inputs)
-    tarballs = phoenix.tarball_requests()
+    tarballs = locked.tarball_requests()
     second = await _warm(config, inputs, later=120)  # every registry file is now stale
-    assert first.tarballs_fetched == tarballs > 0
-    assert second.tarballs_fetched == 0 and phoenix.tarball_requests() == tarballs
+    assert first.tarballs_fetched == tarballs > 1
+    assert second.tarballs_fetched == 0 and locked.tarball_requests() == tarballs
     assert second.registry_fetched == second.packages == first.packages
-    assert phoenix.repo.count("/packages/plug") == 2
+    assert locked.repo.count("/packages/cedar") == 2
     assert second.bytes == 0  # each answered 304
 
 
@@ -282,15 +294,16 @@ def test_unparseable_lock_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 async def test_offline_miss_says_not_in_this_offline_cache(
-    phoenix: Served, tmp_path: Path, aiohttp_client: Any
+    locked: Served, tmp_path: Path, aiohttp_client: Any, public_key_file: Path
 ) -> None:
     cache_dir = tmp_path / "cache"
-    assert await run_cli("warm", *cli_args(phoenix.url, cache_dir, PHOENIX_KEY), "jason") == 0
-    config = make_config(phoenix.url, cache_dir, PHOENIX_KEY, upstream__offline=True)
-    await phoenix.stop()
+    args = cli_args(locked.url, cache_dir, public_key_file)
+    assert await run_cli("warm", *args, "ivy") == 0
+    config = make_config(locked.url, cache_dir, public_key_file, upstream__offline=True)
+    await locked.stop()
     client = await aiohttp_client(create_app(config))
-    assert (await client.get("/packages/jason")).status == 200
-    for path in ("/packages/plug", "/tarballs/plug-1.12.1.tar"):
+    assert (await client.get("/packages/ivy")).status == 200
+    for path in ("/packages/elm", "/tarballs/elm-0.5.2.tar"):
         response = await client.get(path, headers=AS_HEX_2_5)
         assert response.status == 404
         assert "not in this offline cache" in response.headers["x-hex-message"]

@@ -38,7 +38,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _base_env() -> dict[str, str]:
+def base_env() -> dict[str, str]:
     # Drop proxy variables (the upstream is on loopback) and any HEXPROXY_* setting of
     # the developer's shell, so only what a test passes configures the proxy.
     env = {
@@ -94,7 +94,7 @@ class ProxyProcess:
         raise RuntimeError(f"hexproxy did not become healthy\n{self.log_tail()}")
 
     async def _spawn(self) -> None:
-        env = _base_env()
+        env = base_env()
         env.update({f"HEXPROXY_{key}": value for key, value in self.settings.items()})
         args = [
             *("-m", "hexproxy", "serve"),

@@ -7,12 +7,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from hexproxy.cli import main
-from hexproxy.config import SECTIONS, Config, load_config
+from hexproxy.config import SECTIONS, Config, load_config, load_public_key_pem
 from hexproxy.errors import ConfigError
 from hexproxy.registry import HEXPM_PUBLIC_KEY_PEM
+from tests.support.environment import KUBERNETES_LINKS
 from tests.support.fixtures import FIXTURES, REPO_ROOT
+from tests.support.keys import test_private_key
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -97,12 +100,20 @@ def test_public_key_that_is_not_a_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "pem",
-    [FIXTURES / "phoenix-tree" / "public_key", FIXTURES / "hexpm-signed" / "hexpm_public_key.pem"],
+    ("form", "header"),
+    [
+        (PublicFormat.PKCS1, b"-----BEGIN RSA PUBLIC KEY-----"),  # what mix hex.registry writes
+        (PublicFormat.SubjectPublicKeyInfo, b"-----BEGIN PUBLIC KEY-----"),
+    ],
 )
-def test_both_pem_forms_load(pem: Path) -> None:
-    config = load_config(None, {}, {("upstream", "public_key"): str(pem)})
-    assert config.upstream.public_key == str(pem)
+def test_both_pem_forms_load(tmp_path: Path, form: PublicFormat, header: bytes) -> None:
+    pem = test_private_key().public_key().public_bytes(Encoding.PEM, form)
+    assert pem.startswith(header)
+    path = tmp_path / "key.pem"
+    path.write_bytes(pem)
+    config = load_config(None, {}, {("upstream", "public_key"): str(path)})
+    assert config.upstream.public_key == str(path)
+    assert load_public_key_pem(config) == pem
 
 
 def test_cli_config_error_is_one_line_and_exit_2(
@@ -137,6 +148,7 @@ def test_example_config_documents_every_key_with_its_default() -> None:
         assert got == want, section
 
 
+@pytest.mark.real_data
 def test_builtin_key_is_hexpm() -> None:
     assert (FIXTURES / "hexpm-signed" / "hexpm_public_key.pem").read_bytes() == HEXPM_PUBLIC_KEY_PEM
 
@@ -179,3 +191,68 @@ def test_store_settings_come_from_the_environment() -> None:
         "http://minio:9000",
         "ci/",
     )
+
+
+# --- the environment it runs in -------------------------------------------------------------
+
+
+def load_env(env: dict[str, str]) -> tuple[Config, list[str]]:
+    warnings: list[str] = []
+    return load_config(None, {"HOME": "/h", **env}, warn=warnings.append), warnings
+
+
+def test_kubernetes_service_links_are_ignored_silently() -> None:
+    config, warnings = load_env({**KUBERNETES_LINKS, "HEXPROXY_UPSTREAM_URL": "http://e.invalid"})
+    assert warnings == []
+    assert config.upstream.url == "http://e.invalid"  # settings beside them still apply
+    assert config.server == Config().server
+
+
+@pytest.mark.parametrize(
+    ("name", "closest"),
+    [
+        ("HEXPROXY_UPSTREM_URL", "HEXPROXY_UPSTREAM_URL"),
+        ("HEXPROXY_CACHE_TTL", "HEXPROXY_CACHE_REGISTRY_TTL"),
+        ("HEXPROXY_LISTEN", "HEXPROXY_SERVER_LISTEN"),
+        ("HEXPROXY_CONFG", "HEXPROXY_CONFIG"),
+        ("HEXPROXY_PORT", None),  # not a Service link: its value is no tcp:// URL
+        ("HEXPROXY_BANANA", None),
+    ],
+)
+def test_unknown_variable_is_one_warning_naming_the_closest_setting(
+    name: str, closest: str | None
+) -> None:
+    config, warnings = load_env({name: "4000"})
+    hint = f" (did you mean {closest}?)" if closest else ""
+    assert warnings == [f"{name} is not a hexproxy setting; ignored{hint}"]
+    assert dataclasses.replace(config.cache, dir="") == Config().cache  # nothing changed
+
+
+def test_variable_names_match_whatever_their_case() -> None:
+    config, warnings = load_env({"HEXPROXY_cache_registry_ttl": "5m"})
+    assert (config.cache.registry_ttl, warnings) == (300, [])
+
+
+def test_cli_prints_the_warning_and_carries_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in {**KUBERNETES_LINKS, "HEXPROXY_UPSTREM_URL": "http://x"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["cache", "stats", "--cache-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        "hexproxy: warning: HEXPROXY_UPSTREM_URL is not a hexproxy setting; ignored "
+        "(did you mean HEXPROXY_UPSTREAM_URL?)\n"
+    )
+
+
+def test_cli_bad_value_of_a_known_variable_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in KUBERNETES_LINKS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HEXPROXY_UPSTREAM_READ_TIMEOUT", "soon")
+    assert main(["cache", "stats", "--cache-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("hexproxy: error: [upstream] read_timeout: ")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,12 +16,11 @@ from hexproxy.airgap.lockfiles import (
     parse_mix_lock,
     parse_rebar_lock,
 )
+from tests.support.fixtures import FIXTURES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-# CI clones the repo elsewhere with shared/ as a sibling of the checkout.
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 PHOENIX = FIXTURES / "phoenix-tree"
 
 A = "a" * 64
@@ -34,6 +32,7 @@ def _phoenix_lock() -> MixLock:
     return parse_mix_lock((PHOENIX / "mix.lock").read_text())
 
 
+@pytest.mark.real_data
 def test_phoenix_mix_lock_lists_every_hex_package() -> None:
     lock = _phoenix_lock()
     assert len(lock.packages) == 32
@@ -55,6 +54,7 @@ def test_phoenix_mix_lock_lists_every_hex_package() -> None:
     assert all(p.repository == "hexpm" and p.app == p.name for p in lock.packages)
 
 
+@pytest.mark.real_data
 def test_phoenix_mix_lock_skips_git_entries_with_reasons() -> None:
     skipped = dict(_phoenix_lock().skipped)
     assert set(skipped) == {"elixir_nsq", "rummage_ecto"}
@@ -62,6 +62,7 @@ def test_phoenix_mix_lock_skips_git_entries_with_reasons() -> None:
     assert "https://github.com/wistia/elixir_nsq" in skipped["elixir_nsq"]
 
 
+@pytest.mark.real_data
 def test_phoenix_outer_checksums_match_the_tarballs() -> None:
     for package in _phoenix_lock().packages:
         tarball = PHOENIX / "tarballs" / f"{package.name}-{package.version}.tar"

@@ -189,6 +189,7 @@ def test_filenames_are_built_only_from_valid_parts(name: str, version: str) -> N
         docs_filename(name, version)
 
 
+@pytest.mark.real_data
 def test_every_real_hexpm_name_and_version_is_valid() -> None:
     body = (FIXTURES / "hexpm-signed" / "versions").read_bytes()
     key = load_public_key(HEXPM_PUBLIC_KEY_PEM)

@@ -115,6 +115,7 @@ def test_unsafe_file_paths_are_refused(path: str) -> None:
         build_tarball("foo", "1.0.0", files={path: b""})
 
 
+@pytest.mark.real_data
 def test_layout_matches_a_real_hex_tarball() -> None:
     """Rebuild telemetry 1.0.0's metadata and compare it with the real file, term for term."""
     real_tar = (FIXTURES / "phoenix-tree" / "tarballs" / "telemetry-1.0.0.tar").read_bytes()
