@@ -39,7 +39,8 @@ def store_settings(store: StoreConfig, endpoint: str | None = None) -> dict[str,
         "STORE_PREFIX": store.prefix,
         "STORE_ENDPOINT_URL": endpoint or store.endpoint_url,
         "STORE_REGION": store.region,
-        "STORE_TIMEOUT": "2",
+        # Generous: CI runs two suites at once; a stopped store refuses at once anyway.
+        "STORE_TIMEOUT": "10",
     }
 
 
