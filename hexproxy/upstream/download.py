@@ -117,12 +117,16 @@ class Download:
             log.exception("download of %s crashed", self.key)
             self._fail(HexproxyError(f"internal error while fetching {self.key}: {exc}"))
         finally:
-            self.finished = True
-            self._notify()
-            if not self.started.done():
-                self.started.set_exception(self.error or HexproxyError("download ended early"))
-            if not self.stored and self.path.parent == self.storage.tmp:
-                await asyncio.to_thread(self.storage.discard, self.path)
+            # The partial file goes before anyone hears the download ended: a client told
+            # "failed" must never find it still lying in tmp/ (readers keep their open fd).
+            try:
+                if not self.stored and self.path.parent == self.storage.tmp:
+                    await asyncio.to_thread(self.storage.discard, self.path)
+            finally:  # even when cancelled mid-discard, no reader may wait forever
+                self.finished = True
+                self._notify()
+                if not self.started.done():
+                    self.started.set_exception(self.error or HexproxyError("download ended early"))
 
     def _fail(self, error: HexproxyError) -> None:
         self.error = error
