@@ -59,7 +59,13 @@ class Processes:
     ) -> None:
         self.stop_all()
 
-    def start(self, name: str, argv: list[str], cwd: Path = REPO_ROOT) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        cwd: Path = REPO_ROOT,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             argv,
@@ -68,6 +74,7 @@ class Processes:
             stdin=subprocess.DEVNULL,
             cwd=cwd,
             start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
         )
         log.close()
         self._procs.append((name, proc))
@@ -111,13 +118,14 @@ class Processes:
         public_key: Path,
         workers: int,
         source: Path = REPO_ROOT,
+        env: dict[str, str] | None = None,
     ) -> tuple[str, subprocess.Popen[bytes]]:
         """``python -m hexproxy serve``, importing hexproxy from ``source`` (a checkout)."""
         port = free_port()
         argv = [sys.executable, "-m", "hexproxy", "serve", "--listen", f"127.0.0.1:{port}"]
         argv += ["--upstream", upstream, "--cache-dir", str(cache_dir)]
         argv += ["--public-key", str(public_key), "--workers", str(workers)]
-        proc = self.start(f"hexproxy-w{workers}", argv, cwd=source)
+        proc = self.start(f"hexproxy-w{workers}", argv, cwd=source, env=env)
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_ok(url + "/_hexproxy/health"), "hexproxy")
         return url, proc

@@ -5,6 +5,7 @@
     python bench/run.py cold       # 200 concurrent misses through a throttled upstream
     python bench/run.py memory     # peak RSS with 100 concurrent 12 MB downloads
     python bench/run.py profile    # py-spy profile of one worker under wrk (small hits)
+    python bench/run.py shared     # the S3 backend beside the filesystem one (needs weed)
 
 Everything listens on 127.0.0.1 only, every step has a timeout, and every process
 started here is stopped on the way out (see procs.py). Needs ``nginx`` and ``wrk``
@@ -31,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import report
 from bench.clients import PeakSampler, download_many, tree_cpu_seconds, tree_rss
 from bench.procs import Processes
+from bench.shared import bench_shared
+from bench.shared import render as render_shared
 from bench.wrk import run_wrk
 
 SMALL = "/packages/tiny"
@@ -266,7 +269,7 @@ def context(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="hexproxy benchmarks (loopback only)")
-    parser.add_argument("command", choices=("all", "warm", "cold", "memory", "profile"))
+    parser.add_argument("command", choices=("all", "warm", "cold", "memory", "profile", "shared"))
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds per figure")
     parser.add_argument(
@@ -298,10 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     ):
         ctx = context(Path(tmp), args)
         results: dict[str, Any] = {"args": vars(args) | {"results": str(args.results)}}
-        if args.command in ("all", "warm", "profile"):
+        if args.command in ("all", "warm", "profile", "shared"):
             ctx["upstream"] = procs.fake_upstream(ctx["root"])
         if args.command == "profile":
             profile(procs, ctx, args)
+            return 0
+        if args.command == "shared":
+            print("\n".join(render_shared(bench_shared(procs, ctx, TARGETS, args))))
             return 0
         if args.command in ("all", "warm"):
             results["warm"] = bench_warm(procs, ctx, args)

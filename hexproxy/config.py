@@ -97,6 +97,23 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where verified objects are shared: "fs" (the cache directory alone) or "s3".
+
+    Credentials are never configured here: the S3 client reads the usual AWS chain
+    (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws, a web identity
+    token, the instance role)."""
+
+    kind: str = "fs"
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str = ""
+    region: str = ""
+    addressing_style: str = "auto"
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class HostedRepoConfig:
     """One ``[[hosted.repos]]`` entry: a repository hexproxy publishes and signs itself."""
 
@@ -139,6 +156,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     hosted: HostedConfig = field(default_factory=HostedConfig)
     orgs: OrgsConfig = field(default_factory=OrgsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
     @property
     def cache_dir(self) -> Path:
@@ -151,10 +169,13 @@ SECTIONS: dict[str, type[Any]] = {
     "cache": CacheConfig,
     "hosted": HostedConfig,
     "orgs": OrgsConfig,
+    "store": StoreConfig,
 }
 
 # What a listed key hash looks like (see hexproxy.orgs.credentials.listed_hash).
 KEY_HASH = re.compile(r"\Ahmac-sha256:[0-9a-f]{64}\Z")
+# S3's bucket naming rules (the common subset every S3-compatible server accepts).
+_BUCKET = re.compile(r"\A[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -432,6 +453,35 @@ def validate(config: Config) -> None:
     _validate_orgs(config.orgs, upstream.repo_name)
     read_key_file("[upstream] public_key", upstream.public_key)
     read_key_file("[upstream] installs_public_key", upstream.installs_public_key)
+    validate_store(config.store)
+
+
+def validate_store(store: StoreConfig) -> None:
+    _check(store.kind in ("fs", "s3"), "[store] kind", f"expected fs or s3, got {store.kind!r}")
+    _check(store.timeout > 0, "[store] timeout", "must be greater than 0")
+    _check(
+        store.addressing_style in ("auto", "path", "virtual"),
+        "[store] addressing_style",
+        f"expected auto, path or virtual, got {store.addressing_style!r}",
+    )
+    if store.kind != "s3":
+        return
+    _check(bool(store.bucket), "[store] bucket", 'required when kind = "s3"')
+    _check(
+        bool(_BUCKET.match(store.bucket)) and ".." not in store.bucket,
+        "[store] bucket",
+        f"not a valid bucket name: {store.bucket!r}",
+    )
+    if store.endpoint_url:
+        _check_url("[store] endpoint_url", store.endpoint_url)
+    parts = store.prefix.split("/")
+    _check(
+        not store.prefix.startswith("/")
+        and ".." not in parts
+        and all(p.isprintable() for p in parts),
+        "[store] prefix",
+        f"expected a relative key prefix like hexproxy/, got {store.prefix!r}",
+    )
 
 
 def read_key_file(setting: str, path: str) -> bytes | None:

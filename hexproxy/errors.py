@@ -22,13 +22,19 @@ the clients that print one (web/clients.py decides which clients those are).
     │   ├── BadOrigin                repository or package name is not the expected one
     │   ├── ChecksumMismatch         tarball sha256 != signed outer_checksum
     │   └── TooLarge                 body (or gunzipped body) over its limit
-    └── UpstreamError                502 upstream could not give an answer
-        ├── UpstreamUnavailable      connection refused, DNS, offline
-        │   ├── CircuitOpen          the breaker holds requests back after repeated failures
-        │   ├── InstallsUnavailable  404 /installs/* with the builds host down; nothing cached
-        │   └── NotConfirmed         upstream down and the key not confirmed within offline_grace
-        ├── UpstreamTimeout          504 connect or read timed out
-        └── UpstreamStatus           upstream answered with an unexpected status
+    ├── UpstreamError                502 upstream could not give an answer
+    │   ├── UpstreamUnavailable      connection refused, DNS, offline
+    │   │   ├── CircuitOpen          the breaker holds requests back after repeated failures
+    │   │   ├── InstallsUnavailable  404 /installs/* with the builds host down; nothing cached
+    │   │   └── NotConfirmed         upstream down and the key not confirmed within offline_grace
+    │   ├── UpstreamTimeout          504 connect or read timed out
+    │   └── UpstreamStatus           upstream answered with an unexpected status
+    └── StoreError                   503 the storage backend (an object store) failed
+        ├── ObjectMissing            404 the store holds no such object (a kind, not a fault)
+        └── StoreUnavailable         503 unreachable, timed out, refused or answered an error
+
+Store errors rarely reach HTTP: the policy falls back to the local tier and upstream
+when the shared store fails (cache/shared.py); the CLI reports them as one line.
 """
 
 from __future__ import annotations
@@ -190,3 +196,19 @@ class UpstreamStatus(UpstreamError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class StoreError(HexproxyError):
+    http_status = 503
+    code = "store_error"
+
+
+class ObjectMissing(StoreError):
+    """The store has no object under this key: every backend says so with this kind."""
+
+    http_status = 404
+    code = "object_missing"
+
+
+class StoreUnavailable(StoreError):
+    code = "store_unavailable"

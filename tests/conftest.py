@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Awaitable, Callable, Generator
+import uuid
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hexproxy.config import Config, load_config
+from hexproxy.config import Config, StoreConfig, load_config
 from hexproxy.registry import public_key_pem
 from hexproxy.web import create_app
 from tests.fakes.hex_repo import FakeHexRepo
 from tests.support.fixtures import is_under_fixtures, require_real_data
 from tests.support.keys import test_private_key
 from tests.support.repo import DepSpec, PackageSpec, build_repo
+from tests.support.s3server import BUCKET, REGION, SeaweedServer, aws_env, require_weed
 
 # --- real_data ---------------------------------------------------------------------------
 # A test that reads ../shared/fixtures without the marker would fail in every clone that
@@ -136,3 +138,40 @@ def make_proxy(aiohttp_client: Any, proxy_config: Callable[..., Config]) -> Prox
 @pytest.fixture
 async def proxy(make_proxy: ProxyFactory) -> TestClient[Any, Any]:
     return await make_proxy()
+
+
+# ----- a real S3-compatible server (SeaweedFS), shared by the session -----
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """One ``weed server -s3`` for the whole run; each test gets its own key prefix."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), require_weed())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The test credentials in the AWS chain's environment variables (and no other source)."""
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    env = aws_env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def s3_store_config(s3_server: SeaweedServer, s3_env: dict[str, str]) -> StoreConfig:
+    """``[store]`` settings for the shared server, under a prefix no other test uses."""
+    return StoreConfig(
+        kind="s3",
+        bucket=BUCKET,
+        prefix=f"test-{uuid.uuid4().hex[:12]}/",
+        endpoint_url=s3_server.endpoint,
+        region=REGION,
+        timeout=5.0,
+    )

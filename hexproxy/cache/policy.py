@@ -64,6 +64,7 @@ from .builds_host import BuildsHost
 from .entries import Answer, Counters, Entry, Status, StoredFile
 from .gate import Gate, csv_key, is_installs_csv, is_installs_signature, signature_key
 from .memory import Memory
+from .shared import SharedTier, shared_copy_problem
 
 log = logging.getLogger("hexproxy.cache")
 
@@ -87,9 +88,13 @@ class Cache:
         upstream: Upstream,
         gate: Gate,
         clock: Callable[[], float] = time.time,
+        shared: SharedTier | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
+        # Behind the local disk, when replicas share an object store ([store] kind = "s3").
+        self.shared = shared
+        self._fills: dict[CacheKey, asyncio.Task[StoredFile | None]] = {}
         self.upstream = upstream
         self.gate = gate
         self.clock = clock
@@ -112,6 +117,12 @@ class Cache:
             upstream.builds.shown_url, config.cache.negative_ttl, lambda: self.clock()
         )
 
+    async def start(self) -> None:
+        """Open the upstream client and, if there is one, the shared store's."""
+        await self.upstream.start()
+        if self.shared is not None:
+            await self.shared.start()
+
     def fetches_running(self) -> int:
         """Upstream fetches under way in this process (registry refreshes and downloads)."""
         return len(self._flights) + len(self._downloads)
@@ -120,10 +131,13 @@ class Cache:
         """Stop running fetches (their temp files are dropped) and the upstream client."""
         tasks: list[asyncio.Task[Any]] = [f.task for f in self._flights.values()]
         tasks += [d.task for d in self._downloads.values() if d.task is not None]
+        tasks += self._fills.values()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.upstream.close()
+        if self.shared is not None:
+            await self.shared.close()  # lets uploads under way finish (bounded)
 
     # ----- metadata: registry files and installer CSVs, revalidated after the TTL -----
 
@@ -322,6 +336,8 @@ class Cache:
         except OSError as exc:
             log.warning("cannot store %s (%s); serving it from memory", key, exc.strerror)
         self._memory.put(fresh)
+        if self.shared is not None:
+            self.shared.publish(key, fetched.body, new_meta)
         return Answer(fresh, Status.MISS)
 
     async def _record_revalidation(
@@ -422,8 +438,9 @@ class Cache:
             self.counters.failure(f"stored {key}: {exc.message}")
             log.error("stored copy of %s fails verification (%s); ignoring it", key, exc.message)
             return None
-        if entry is not None:
-            self._memory.put(entry)
+        if entry is None:
+            return await self._load_shared(key)
+        self._memory.put(entry)
         return entry
 
     def _read_stored(self, key: CacheKey) -> Entry[Any] | None:
@@ -439,6 +456,29 @@ class Cache:
             # keep the body, but revalidate it at the next request.
             meta = Meta(digest, len(body), self.clock(), 0.0)
         return Entry(key, body, meta, decoded)
+
+    async def _load_shared(self, key: CacheKey) -> Entry[Any] | None:
+        """Another replica's copy, verified here exactly as if upstream had sent it, then
+        kept on this replica's disk. Its freshness is what that replica recorded."""
+        if self._negative.active(key, self.clock()):
+            return None  # upstream said 404 a moment ago: no store request per retry
+        blob = await self.shared.get(key) if self.shared is not None else None
+        if blob is None:
+            return None
+        try:
+            decoded = await asyncio.to_thread(self._decode, key, blob.body)
+        except VerificationError as exc:
+            self.counters.failure(f"shared store {key}: {exc.message}")
+            assert self.shared is not None
+            self.shared.rejected(key, exc.message)
+            return None
+        try:
+            await asyncio.to_thread(self.storage.put, key, blob.body, blob.meta)
+        except OSError as exc:
+            log.warning("cannot store %s (%s); serving it from memory", key, exc.strerror)
+        entry = Entry(key, blob.body, blob.meta, decoded)
+        self._memory.put(entry)
+        return entry
 
     def can_refetch(self) -> bool:
         """Could a file removed now be fetched again? Not offline, and upstream answering.
@@ -501,9 +541,10 @@ class Cache:
         if running is not None:
             return running
         self._check_negative(key)
-        if self.offline:
+        # Offline, a shared store is still asked: an air-gapped site's replicas share it.
+        if self.offline and self.shared is None:
             raise self._offline_miss(key)
-        if key.kind is Kind.INSTALL:
+        if key.kind is Kind.INSTALL and not self.offline:
             self.builds.check(key)
         self._check_backoff(key)
         try:
@@ -518,7 +559,48 @@ class Cache:
         stored = await self.load_stored_file(key)
         if stored is not None:
             return stored
+        if self.shared is not None and key not in self._downloads:
+            stored = await self._fill_from_shared(key, expected, digest)
+            if stored is not None:
+                return stored
+        if self.offline:
+            raise self._offline_miss(key)
         return self._downloads.get(key) or self._start_download(key, expected, digest)
+
+    async def _fill_from_shared(
+        self, key: CacheKey, expected: bytes | None, digest: tuple[str, bytes] | None
+    ) -> StoredFile | None:
+        """The shared store's copy, verified and stored on this replica's disk (one fill
+        per key however many clients ask); None sends the request upstream."""
+        task = self._fills.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fill(key, expected, digest), name=f"fill {key}")
+            self._fills[key] = task
+            task.add_done_callback(lambda _: self._fills.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _fill(
+        self, key: CacheKey, expected: bytes | None, digest: tuple[str, bytes] | None
+    ) -> StoredFile | None:
+        assert self.shared is not None
+        blob = await self.shared.get(key)
+        if blob is None:
+            return None
+        problem = await asyncio.to_thread(
+            shared_copy_problem, blob.body, expected, digest, self.config.upstream.max_tarball_size
+        )
+        if problem is not None:
+            self.counters.failure(f"shared store {key}: {problem}")
+            self.shared.rejected(key, problem)
+            return None
+        sha256 = hashlib.sha256(blob.body).hexdigest()
+        meta = replace(blob.meta, sha256=sha256, size=len(blob.body))
+        try:
+            await asyncio.to_thread(self.storage.put, key, blob.body, meta)
+        except OSError as exc:
+            log.warning("cannot store %s from the shared store (%s)", key, exc.strerror)
+            return None
+        return await self.load_stored_file(key)
 
     async def expected_checksum(self, key: CacheKey) -> bytes | None:
         """The signed outer checksum a tarball must match (None for unsigned kinds)."""
@@ -587,6 +669,10 @@ class Cache:
     def _download_done(self, key: CacheKey, download: Download) -> None:
         if self._downloads.get(key) is download:
             del self._downloads[key]
+        if download.stored and download.sha256 and self.shared is not None:
+            now = self.clock()
+            meta = Meta(download.sha256, download.written, now, now)
+            self.shared.publish_file(key, download.path, meta)
         error = download.error
         if isinstance(error, NotFound):
             self._remember_missing(key)

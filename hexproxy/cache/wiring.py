@@ -10,10 +10,12 @@ from __future__ import annotations
 from ..config import Config, load_public_key_pem, read_key_file
 from ..installs import ELIXIR_INSTALLS_PUBLIC_KEY_PEM
 from ..registry import load_public_key
+from ..store.s3 import S3Store
 from ..store.storage import FileStorage
 from ..upstream.client import Upstream
 from .gate import Gate
 from .policy import Cache
+from .shared import SharedTier
 
 
 def build_gate(config: Config) -> Gate:
@@ -33,10 +35,19 @@ def build_cache(config: Config) -> Cache:
     """The policy object and what it stands on (no I/O yet, no event loop needed).
 
     Order: the verifying keys first (a bad key must stop us before we serve),
-    then storage, then the upstream client (one circuit breaker per upstream host),
-    then the cache that ties them together.
+    then storage (the cache directory, and behind it the shared object store when
+    ``[store] kind = "s3"``; its client connects on first use), then the upstream
+    client (one circuit breaker per upstream host), then the cache that ties them together.
     """
     gate = build_gate(config)
     storage = FileStorage(config.cache_dir)
+    shared = build_shared(config)
     upstream = Upstream(config.upstream)
-    return Cache(config, storage, upstream, gate)
+    return Cache(config, storage, upstream, gate, shared=shared)
+
+
+def build_shared(config: Config) -> SharedTier | None:
+    """The object store replicas share, if one is configured."""
+    if config.store.kind == "s3":
+        return SharedTier(S3Store(config.store))
+    return None

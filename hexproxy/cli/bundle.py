@@ -11,7 +11,9 @@ from typing import Any
 
 from ..airgap.bundle import ALREADY_CACHED, BundleError, ExportReport, cache_keys, export_bundle
 from ..airgap.bundle_import import ImportReport, import_bundle
+from ..airgap.shared_bundle import bring_local, share_imported
 from ..airgap.warm import summary_lines
+from ..cache.policy import Cache
 from ..cache.wiring import build_cache
 from ..config import Config
 from ..hosted import Hosted
@@ -20,7 +22,7 @@ from ..store.cachekey import CacheKey
 from ..store.storage import FileStorage
 from ..units import format_size
 from .options import EXIT_FAILED, EXIT_OK, config_args, error, usage_error
-from .warm import InputError, add_input_args, load_inputs, run_warm
+from .warm import InputError, add_input_args, load_inputs, open_cache, run_warm
 
 
 def register(sub: Any) -> None:
@@ -76,13 +78,15 @@ def _hosted_files(args: argparse.Namespace, config: Config) -> list[tuple[str, s
 def _export_keys(args: argparse.Namespace, config: Config) -> list[CacheKey] | None:
     """Everything cached, or what the inputs need (None, after saying why, if it is
     not all cached: a bundle that silently lacks a package is found out too late)."""
-    if not args.lock and not args.specs:
-        return cache_keys(FileStorage(config.cache_dir))
-    inputs = load_inputs(args.lock, args.specs)
     # Resolve against the cache alone: export must never fetch.
     offline = dataclasses.replace(
         config, upstream=dataclasses.replace(config.upstream, offline=True)
     )
+    if not args.lock and not args.specs and config.store.kind == "s3":
+        return asyncio.run(_bucket_keys(offline))
+    if not args.lock and not args.specs:
+        return cache_keys(FileStorage(config.cache_dir))
+    inputs = load_inputs(args.lock, args.specs)
     report = asyncio.run(run_warm(offline, inputs, 8, args.all_versions))
     if report.failures:
         for line in summary_lines(report, "checked"):
@@ -90,6 +94,18 @@ def _export_keys(args: argparse.Namespace, config: Config) -> list[CacheKey] | N
         error("the cache lacks what is listed above; run hexproxy warm first")
         return None
     return sorted(report.keys, key=lambda k: k.path)
+
+
+async def _bucket_keys(offline: Config) -> list[CacheKey] | None:
+    """Everything in the shared store, brought onto the local disk (verified) to export."""
+    async with open_cache(offline) as cache:
+        keys, problems = await bring_local(cache)
+    for line in problems:
+        print(f"not exported: {line}", file=sys.stderr)
+    if problems:
+        error("some objects in the shared store could not be verified; nothing exported")
+        return None
+    return keys
 
 
 def _print_export(bundle: Path, report: ExportReport) -> None:
@@ -108,7 +124,20 @@ def run_import(args: argparse.Namespace, config: Config) -> int:
     except BundleError as exc:
         return usage_error(exc.message)
     _print_import(report)
+    if cache.shared is not None:
+        offered, failed = asyncio.run(_share(cache, report.added))
+        print(f"shared {offered - failed} files with {cache.shared.location}")
+        if failed:
+            error(f"{failed} files could not be shared (the store failed); import again later")
+            return EXIT_FAILED
     return EXIT_FAILED if report.refused else EXIT_OK
+
+
+async def _share(cache: Cache, added: list[str]) -> tuple[int, int]:
+    try:
+        return await share_imported(cache, added)
+    finally:
+        await cache.close()
 
 
 def _print_import(report: ImportReport) -> None:

@@ -1,20 +1,24 @@
-"""``hexproxy cache ls|stats|verify|rm|prune``: look at and steer the cache directory.
+"""``hexproxy cache ls|stats|verify|rm|prune``: look at and steer the store.
 
-The engines (``hexproxy.inventory``, ``hexproxy.audit``) do the work; this
-module turns flags into their inputs and their results into terminal text or,
-with ``--json``, one JSON document for scripts. Exit status: 0 done, 1 bad
-entries left (verify) or nothing to remove (rm), 2 bad input.
+The store is the configured one: the cache directory (``[store] kind = "fs"``), or
+the bucket replicas share (``"s3"``; ``HEXPROXY_STORE_KIND=fs`` points a command at
+the local cache directory instead). The engines (``store.inventory``,
+``store.audit``) do the work through the Storage interface; this module turns
+flags into their inputs and their results into terminal text or, with ``--json``,
+one JSON document for scripts. Exit status: 0 done, 1 bad entries left (verify)
+or nothing to remove (rm), 2 bad input, or a store that cannot be reached.
 
-They may run while the server serves from the same directory: they only ever
-remove whole objects, which the server tolerates (it fetches them again).
+They may run while servers serve from the same store: they only ever remove whole
+objects, which the servers tolerate (they fetch them again).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,16 +26,21 @@ from ..cache.wiring import build_gate
 from ..config import Config
 from ..errors import HexproxyError
 from ..store import audit, inventory
+from ..store.fs_backend import FsStore
+from ..store.objects import Storage
+from ..store.s3 import S3Store
 from ..store.storage import FileStorage
 from ..units import format_size, parse_duration, parse_size
 from .options import EXIT_FAILED, EXIT_OK, config_args, usage_error
+
+Action = Callable[[argparse.Namespace, Config, Storage], Awaitable[int]]
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("cache", help="inspect, verify and prune the cache directory")
     actions = parser.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
 
-    def action(name: str, help_text: str, run: Callable[..., int]) -> argparse.ArgumentParser:
+    def action(name: str, help_text: str, run: Action) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text)
         config_args(p)
         p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -62,18 +71,33 @@ def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def _guarded(run: Callable[[argparse.Namespace, Config, FileStorage], int]) -> Callable[..., int]:
-    """Open the cache directory and turn input errors into one line and exit 2."""
+def _guarded(run: Action) -> Callable[..., int]:
+    """Open the configured store and turn input errors into one line and exit 2."""
 
     def guarded(args: argparse.Namespace, config: Config) -> int:
-        if not config.cache_dir.is_dir():
+        if config.store.kind == "fs" and not config.cache_dir.is_dir():
             return usage_error(f"no cache directory at {config.cache_dir} (see --cache-dir)")
         try:
-            return run(args, config, FileStorage(config.cache_dir))
+            return asyncio.run(_with_store(run, args, config))
         except HexproxyError as exc:
             return usage_error(exc.message)
 
     return guarded
+
+
+def open_store(config: Config) -> Storage:
+    """The store the configuration names (what ``cache`` commands act on)."""
+    if config.store.kind == "s3":
+        return S3Store(config.store)
+    return FsStore(FileStorage(config.cache_dir))
+
+
+async def _with_store(run: Action, args: argparse.Namespace, config: Config) -> int:
+    store = open_store(config)
+    try:
+        return await run(args, config, store)
+    finally:
+        await store.close()
 
 
 def _emit(data: object) -> None:
@@ -83,8 +107,8 @@ def _emit(data: object) -> None:
 # ----- ls -----
 
 
-def run_ls(args: argparse.Namespace, config: Config, storage: FileStorage) -> int:
-    listings = inventory.list_packages(inventory.scan(storage), args.pattern)
+async def run_ls(args: argparse.Namespace, config: Config, storage: Storage) -> int:
+    listings = inventory.list_packages(await inventory.scan_store(storage), args.pattern)
     now, ttl = time.time(), config.cache.registry_ttl
     if args.json:
         _emit({"packages": [_listing_json(p, now, ttl) for p in listings]})
@@ -144,13 +168,13 @@ def _freshness(item: inventory.Item | None, now: float, ttl: float) -> str:
 # ----- stats -----
 
 
-def run_stats(args: argparse.Namespace, config: Config, storage: FileStorage) -> int:
-    s = inventory.stats(inventory.scan(storage))
-    limit = config.cache.max_size
+async def run_stats(args: argparse.Namespace, config: Config, storage: Storage) -> int:
+    s = inventory.stats(await inventory.scan_store(storage, registry_meta=False))
+    limit = config.cache.max_size if config.store.kind == "fs" else 0
     if args.json:
         _emit(
             {
-                "dir": str(storage.root),
+                "dir": storage.location,
                 "entries": s.entries,
                 "bytes": s.bytes,
                 "evictable_bytes": s.evictable_bytes,
@@ -167,11 +191,12 @@ def run_stats(args: argparse.Namespace, config: Config, storage: FileStorage) ->
     return EXIT_OK
 
 
-def _print_stats(s: inventory.Stats, storage: FileStorage, limit: int) -> None:
+def _print_stats(s: inventory.Stats, storage: Storage, limit: int) -> None:
     width = max([len(k) for k in s.by_kind] + [6])
     evictable = f"{format_size(s.evictable_bytes)} evictable"
+    where = "Cache directory" if isinstance(storage, FsStore) else "Shared store"
     lines = [
-        ("Cache directory", str(storage.root)),
+        (where, storage.location),
         ("Entries", f"{s.entries} files, {format_size(s.bytes)} ({evictable})"),
     ]
     lines += [
@@ -200,9 +225,9 @@ def _item_json(item: inventory.Item | None) -> dict[str, Any] | None:
 # ----- verify -----
 
 
-def run_verify(args: argparse.Namespace, config: Config, storage: FileStorage) -> int:
+async def run_verify(args: argparse.Namespace, config: Config, storage: Storage) -> int:
     # The same keys and checks as the server.
-    report = audit.audit(storage, build_gate(config), purge=args.purge)
+    report = await audit.audit(storage, build_gate(config), purge=args.purge)
     left = [f for f in report.bad if not f.removed]
     if args.json:
         _emit(
@@ -254,9 +279,12 @@ def _finding_json(f: audit.Finding) -> dict[str, Any]:
 # ----- rm -----
 
 
-def run_rm(args: argparse.Namespace, config: Config, storage: FileStorage) -> int:
+async def run_rm(args: argparse.Namespace, config: Config, storage: Storage) -> int:
     name, _, version = args.target.partition("@")
-    removed = inventory.remove(storage, inventory.keys_for(storage, name, version or None))
+    listing = await inventory.scan_store(storage, registry_meta=False)
+    removed = await inventory.remove_from(
+        storage, inventory.matching(listing, name, version or None)
+    )
     freed = sum(i.size for i in removed)
     if args.json:
         _emit({"removed": [_removed_json(i) for i in removed], "bytes": freed})
@@ -281,13 +309,18 @@ def _removed_json(item: inventory.Item) -> dict[str, Any]:
 # ----- prune -----
 
 
-def run_prune(args: argparse.Namespace, config: Config, storage: FileStorage) -> int:
-    items = inventory.scan(storage)
+async def run_prune(args: argparse.Namespace, config: Config, storage: Storage) -> int:
+    # On the filesystem an object's time is its last use (the servers record it); in a
+    # bucket it is when the object was stored, since hits are served from replicas' disks.
+    items = await inventory.scan_store(storage, registry_meta=False)
     if args.max_size is not None:
         plan = inventory.plan_max_size(items, args.max_size)
     else:
         plan = inventory.plan_older_than(items, time.time() - args.older_than)
-    removed = list(plan.remove) if args.dry_run else inventory.execute(storage, plan)
+    if args.dry_run:
+        removed = list(plan.remove)
+    else:
+        removed = await inventory.remove_from(storage, plan.remove)
     freed = sum(i.size for i in removed)
     if args.json:
         _emit(

@@ -204,7 +204,7 @@ async def open_cache(config: Config) -> AsyncIterator[Cache]:
     cache = build_cache(config)
     # No sweep of tmp/: a server may be writing into the same cache right now.
     cache.storage.tmp.mkdir(parents=True, exist_ok=True)
-    await cache.upstream.start()
+    await cache.start()
     try:
         yield cache
     finally:

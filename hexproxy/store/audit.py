@@ -13,14 +13,15 @@ they were stored, which still catches a disk that changed them.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import VerificationError
+from ..errors import ObjectMissing, VerificationError
 from ..registry import Names, Package, Versions
 from .cachekey import CacheKey, Kind, package_key
-from .storage import FileStorage, sha256_file
+from .objects import Storage
 
 
 class RegistryGate(Protocol):
@@ -62,22 +63,28 @@ class Report:
 class Auditor:
     """Checks objects one by one, remembering each package file's verdict for its tarballs."""
 
-    def __init__(self, storage: FileStorage, gate: RegistryGate) -> None:
+    def __init__(self, storage: Storage, gate: RegistryGate) -> None:
         self.storage = storage
         self.gate = gate
         self._packages: dict[str, Package | str] = {}  # name -> decoded, or why not
 
-    def check(self, key: CacheKey) -> Finding | None:
+    async def check(self, key: CacheKey) -> Finding | None:
         """None when ``key`` is fine (or vanished meanwhile)."""
         if key.is_registry:
-            problem = self._registry_problem(key)
+            problem = await self._registry_problem(key)
             return Finding(key, Verdict.BAD, problem) if problem else None
         if key.kind is Kind.TARBALL:
-            return self._check_tarball(key)
-        return self._check_recorded_digest(key)
+            return await self._check_tarball(key)
+        return await self._check_recorded_digest(key)
 
-    def _registry_problem(self, key: CacheKey) -> str | None:
-        body = self.storage.read(key)
+    async def _body(self, key: CacheKey) -> bytes | None:
+        try:
+            return (await self.storage.get(key)).body
+        except ObjectMissing:
+            return None
+
+    async def _registry_problem(self, key: CacheKey) -> str | None:
+        body = await self._body(key)
         if body is None:
             return None
         try:
@@ -91,24 +98,24 @@ class Auditor:
             return exc.message
         return None
 
-    def _package(self, name: str) -> Package | str:
+    async def _package(self, name: str) -> Package | str:
         if name not in self._packages:
             key = package_key(name)
-            if self.storage.stat(key) is None:
+            if not await self.storage.exists(key):
                 self._packages[name] = "its registry file (/packages/NAME) is not cached"
             else:
-                self._registry_problem(key)
+                await self._registry_problem(key)
         return self._packages.get(name, "its registry file vanished")
 
-    def _check_tarball(self, key: CacheKey) -> Finding | None:
-        package = self._package(key.name)
+    async def _check_tarball(self, key: CacheKey) -> Finding | None:
+        package = await self._package(key.name)
         if isinstance(package, str):
             return Finding(key, Verdict.ORPHAN, f"cannot be verified: {package}")
         release = package.release(key.version)
         if release is None or release.outer_checksum is None:
             why = "is not listed" if release is None else "has no outer checksum"
             return Finding(key, Verdict.BAD, f"release {key.version} {why} in its registry file")
-        digest = self._digest(key)
+        digest = await self._digest(key)
         if digest is None or digest == release.outer_checksum.hex():
             return None
         return Finding(
@@ -118,24 +125,25 @@ class Auditor:
             f"{release.outer_checksum.hex()}",
         )
 
-    def _check_recorded_digest(self, key: CacheKey) -> Finding | None:
-        meta = self.storage.read_meta(key)
-        digest = self._digest(key)
-        if digest is None or meta is None or digest == meta.sha256:
-            return None  # no sidecar: the server rebuilds it from the file on first use
+    async def _check_recorded_digest(self, key: CacheKey) -> Finding | None:
+        try:
+            meta = await self.storage.head(key)  # as recorded when it was stored
+        except ObjectMissing:
+            return None
+        digest = await self._digest(key)
+        if digest is None or not meta.sha256 or digest == meta.sha256:
+            return None  # nothing recorded: the server rebuilds it from the file on first use
         return Finding(
             key, Verdict.BAD, f"sha256 {digest} differs from {meta.sha256} recorded when stored"
         )
 
-    def _digest(self, key: CacheKey) -> str | None:
-        try:
-            return sha256_file(self.storage.path(key))
-        except FileNotFoundError:
-            return None
+    async def _digest(self, key: CacheKey) -> str | None:
+        body = await self._body(key)
+        return None if body is None else hashlib.sha256(body).hexdigest()
 
 
-def audit(
-    storage: FileStorage,
+async def audit(
+    storage: Storage,
     gate: RegistryGate,
     *,
     purge: bool = False,
@@ -143,18 +151,27 @@ def audit(
 ) -> Report:
     """Check every stored object (registry files first); with ``purge``, delete the bad ones."""
     auditor = Auditor(storage, gate)
-    ordered = sorted(keys if keys is not None else storage.iter_keys(), key=_registry_first)
+    if keys is None:
+        keys = [listed.key async for listed in storage.list()]
     checked: dict[str, int] = {}
     findings = []
-    for key in ordered:
+    for key in sorted(keys, key=_registry_first):
         checked[key.kind.value] = checked.get(key.kind.value, 0) + 1
-        finding = auditor.check(key)
+        finding = await auditor.check(key)
         if finding is None:
             continue
         if purge and finding.verdict is Verdict.BAD:
-            finding = Finding(key, finding.verdict, finding.reason, storage.delete(key))
+            finding = Finding(key, finding.verdict, finding.reason, await _delete(storage, key))
         findings.append(finding)
     return Report(checked, tuple(findings))
+
+
+async def _delete(storage: Storage, key: CacheKey) -> bool:
+    try:
+        await storage.delete(key)
+    except ObjectMissing:
+        return False
+    return True
 
 
 def _registry_first(key: CacheKey) -> tuple[bool, str]:

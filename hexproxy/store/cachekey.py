@@ -159,3 +159,20 @@ def key_for_request_path(path: str) -> CacheKey | None:
         case "installs", "/":
             return install_key(rest)
     return None
+
+
+def key_for_path(path: str) -> CacheKey | None:
+    """The key stored at ``path`` (the inverse of ``CacheKey.path``), or None when no
+    key lives there (a sidecar, a temp file, something an operator put in the bucket)."""
+    top, _, rest = path.partition("/")
+    if top == "registry":
+        found = key_for_request_path("/" + rest)
+        return found if found is not None and found.is_registry else None
+    if top in ("tarballs", "docs"):
+        directory, _, filename = rest.partition("/")
+        found = key_for_request_path(f"/{top}/{filename}")
+        return found if found is not None and found.name == directory else None
+    if top == "installs":
+        found = key_for_request_path("/" + path)
+        return found if found is not None and found.kind is Kind.INSTALL else None
+    return None

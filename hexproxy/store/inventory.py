@@ -1,10 +1,13 @@
-"""What the cache directory holds, and the operator's changes to it (rm, prune).
+"""What a store holds, and the operator's changes to it (rm, prune).
 
-Everything here works on a ``FileStorage`` alone, so the CLI can run it
-against the directory of a proxy that is serving at the same time. That is
-safe because every change is an ``unlink`` of a whole object: the server stats
-a stored file on every hit and fetches it again when it has vanished, and a
-file that is already being sent stays readable through its open descriptor.
+The CLI runs this on any backend through the Storage interface (``scan_store``,
+``remove_from``): the cache directory, or the bucket replicas share. The server's
+evictor runs the synchronous ``scan``/``execute`` on its own cache directory. Both
+are safe while proxies serve, because every change removes a whole object: the
+server stats a stored file on every hit and fetches it again when it has vanished,
+a file already being sent stays readable through its open descriptor, and a
+replica that still holds an object removed from the bucket keeps serving its own
+verified copy.
 
 Last access: the server records when it served each immutable object by
 setting that file's modification time (see ``eviction.AccessRecorder``).
@@ -20,7 +23,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..errors import ObjectMissing
 from .cachekey import CacheKey, Kind, docs_key, package_key, tarball_key
+from .objects import Listed, Storage
 from .storage import FileStorage
 
 # Objects that may be removed to make room: they are immutable and can always
@@ -46,23 +51,36 @@ class Item:
 
 def scan(storage: FileStorage) -> list[Item]:
     """Every stored object with its size and times; objects that vanish meanwhile are skipped."""
+    return [
+        _item(Listed(key, st.st_size, st.st_mtime, meta)) for key, st, meta in storage.entries()
+    ]
+
+
+async def scan_store(store: Storage, *, registry_meta: bool = True) -> list[Item]:
+    """Like scan, on any backend. An object store's listing has no metadata, so with
+    ``registry_meta`` registry files (few, and the only ones whose freshness matters)
+    are asked for theirs; other objects were last written when they were stored."""
     items = []
-    for key in storage.iter_keys():
-        st = storage.stat(key)
-        if st is None:
-            continue
-        meta = storage.read_meta(key)
-        valid = meta is not None and meta.size == st.st_size
-        items.append(
-            Item(
-                key,
-                st.st_size,
-                st.st_mtime,
-                meta.stored_at if meta and valid else None,
-                meta.validated_at if meta and valid else None,
-            )
-        )
+    async for listed in store.list():
+        if listed.meta is None and registry_meta and listed.key.is_registry:
+            try:
+                meta = await store.head(listed.key)
+            except ObjectMissing:
+                continue  # removed meanwhile
+            listed = Listed(listed.key, listed.size, listed.modified, meta)
+        items.append(_item(listed))
     return items
+
+
+def _item(listed: Listed) -> Item:
+    meta = listed.meta
+    return Item(
+        listed.key,
+        listed.size,
+        listed.modified,
+        meta.stored_at if meta else None,
+        meta.validated_at if meta else None,
+    )
 
 
 # ----- ls -----
@@ -152,17 +170,30 @@ def _stored_time(item: Item) -> float:
 # ----- rm -----
 
 
-def keys_for(storage: FileStorage, name: str, version: str | None) -> list[CacheKey]:
+def matching(items: Iterable[Item], name: str, version: str | None) -> list[Item]:
     """What ``rm NAME[@VERSION]`` removes: one release (tarball and docs), or the package
     with its registry file and every release. InvalidRequest for a bad name or version."""
     package = package_key(name)  # validates the name before it becomes a path
     if version is not None:
-        return [tarball_key(name, version), docs_key(name, version)]
-    keys = [package]
-    keys += [
-        k for k in storage.iter_keys() if k.kind in (Kind.TARBALL, Kind.DOCS) and k.name == name
+        wanted = {tarball_key(name, version), docs_key(name, version)}
+        return [i for i in items if i.key in wanted]
+    return [
+        i
+        for i in items
+        if i.key == package or (i.key.kind in (Kind.TARBALL, Kind.DOCS) and i.key.name == name)
     ]
-    return keys
+
+
+async def remove_from(store: Storage, items: Iterable[Item]) -> list[Item]:
+    """Delete these objects from any backend; returns those that were still there."""
+    removed = []
+    for item in items:
+        try:
+            await store.delete(item.key)
+        except ObjectMissing:
+            continue
+        removed.append(item)
+    return removed
 
 
 def remove(storage: FileStorage, keys: Iterable[CacheKey]) -> list[Item]:

@@ -39,3 +39,14 @@ def held_if_free(path: Path) -> Iterator[bool]:
         yield try_lock(fd)
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def held(path: Path) -> Iterator[None]:
+    """Hold the lock for the block, waiting for it (call from a thread, not the loop)."""
+    fd = open_lock(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -19,6 +19,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from ..registry import parse_docs_filename, parse_tarball_filename
@@ -41,9 +42,25 @@ class Meta:
     def revalidated(self, now: float) -> Meta:
         return replace(self, validated_at=now)
 
+    def supersedes(self, other: Meta) -> bool:
+        """Is this copy of a registry file newer than ``other`` (a different body)?
+
+        Upstream's own Last-Modified decides when both have one (one clock, upstream's);
+        else when each was fetched, by the clocks of the replicas that fetched them."""
+        if self.sha256 == other.sha256:
+            return False
+        mine, theirs = (
+            _http_date(self.upstream_last_modified),
+            _http_date(other.upstream_last_modified),
+        )
+        if mine is not None and theirs is not None and mine != theirs:
+            return mine > theirs
+        return self.stored_at > other.stored_at
+
 
 class FileStorage:
-    """The default (and so far only) storage: a directory tree keyed by CacheKey."""
+    """The cache directory: a tree keyed by CacheKey. The server's local tier (what it
+    sends with sendfile), and through ``fs_backend.FsStore`` the default Storage."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -141,6 +158,22 @@ class FileStorage:
             if path.is_file() and not path.name.endswith(META_SUFFIX):
                 yield CacheKey(Kind.INSTALL, path.relative_to(installs).as_posix())
 
+    def entries(self) -> Iterator[tuple[CacheKey, os.stat_result, Meta | None]]:
+        """Every stored object with its stat and its sidecar, if that describes it."""
+        for key in self.iter_keys():
+            st = self.stat(key)
+            if st is None:
+                continue  # removed meanwhile
+            meta = self.read_meta(key)
+            yield key, st, meta if meta is not None and meta.size == st.st_size else None
+
+    def digest(self, key: CacheKey) -> str | None:
+        """The sha256 of the stored body, read from disk; None if it is not there."""
+        try:
+            return sha256_file(self.path(key))
+        except FileNotFoundError:
+            return None
+
     def _install(self, data: bytes, final: Path) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -155,6 +188,15 @@ class FileStorage:
             self.discard(temp)
             raise
         _fsync_dir(final.parent)
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def sha256_file(path: Path) -> str:

@@ -32,7 +32,7 @@ def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
             await asyncio.to_thread(cache.storage.prepare)
         else:
             await asyncio.to_thread(cache.storage.tmp.mkdir, parents=True, exist_ok=True)
-        await cache.upstream.start()
+        await cache.start()
         yield
         await org_repos.close()  # before the cache closes the upstream client they share
         await cache.close()

@@ -110,6 +110,7 @@ class _Snapshot(Collector):
         yield from self._requests()
         yield from self._upstream()
         yield from self._cache()
+        yield from self._store()
         info = GaugeMetricFamily(
             "hexproxy_worker_info",
             "This process; metrics are per worker.",
@@ -177,6 +178,41 @@ class _Snapshot(Collector):
             for name in names:
                 per_host.add_metric([host.name, name], 1 if name == current else 0)
         yield from (answers, failures, state, per_host)
+
+    def _store(self) -> Iterator[Metric]:
+        shared = self.m.cache.shared
+        if shared is None:
+            return
+        requests = CounterMetricFamily(
+            "hexproxy_store_requests",
+            "Requests to the shared object store by operation and result "
+            "(ok, missing, error; skipped while its circuit is open).",
+            labels=["op", "result"],
+        )
+        errors = CounterMetricFamily(
+            "hexproxy_store_errors",
+            "Shared object store requests that failed (unreachable, timed out, refused).",
+            labels=["op"],
+        )
+        for (op, result), n in sorted(shared.requests.items()):
+            requests.add_metric([op, result], n)
+            if result == "error":
+                errors.add_metric([op], n)
+        yield requests
+        yield errors
+        yield CounterMetricFamily(
+            "hexproxy_store_bad_objects",
+            "Objects from the shared store that failed verification (never served).",
+            value=shared.bad_objects,
+        )
+        state = GaugeMetricFamily(
+            "hexproxy_store_state",
+            "1 for the shared store's circuit state (up, down, paused).",
+            labels=["state"],
+        )
+        for name in State:
+            state.add_metric([name.value], 1 if name.value == shared.state else 0)
+        yield state
 
     def _cache(self) -> Iterator[Metric]:
         counters, evictor = self.m.cache.counters, self.m.evictor

@@ -62,14 +62,21 @@ def upstream_summary(cache: Cache, host: Host) -> str:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 200 while the cache directory takes writes; the body says how each
-    upstream host is (one line each, its circuit breaker's state).
+    """Readiness: 200 while the cache directory takes writes; the body says whether the
+    shared store answers and how each upstream host is (one line each, its circuit
+    breaker's state).
 
     An unreachable upstream does not make the proxy unready: it still serves what is cached.
     """
     cache = request.app[CACHE]
     writable = await asyncio.to_thread(cache_writable, cache.storage)
     lines = [f"cache: {'writable' if writable else 'NOT writable'} ({cache.storage.root})"]
+    if cache.shared is not None:
+        # An unreachable store does not make the replica unready either: it serves from
+        # its own disk and upstream meanwhile.
+        problem = await cache.shared.check()
+        state = f"UNREACHABLE: {problem}" if problem else "reachable"
+        lines.append(f"store: {state} ({cache.shared.location})")
     for host in cache.upstream.hosts:
         lines.append(f"upstream {host.name}: {upstream_summary(cache, host)}")
     body = "".join(line + "\n" for line in lines)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,10 @@ class Cli:
 
     def __call__(self, *argv: str) -> tuple[int, str]:
         self.capsys.readouterr()
-        code = cli.main(["cache", *argv, *self.base])
+        # The CLI runs its own event loop (asyncio.run): give it a thread of its own, as
+        # if it were the separate process an operator starts.
+        with ThreadPoolExecutor(1) as thread:
+            code = thread.submit(cli.main, ["cache", *argv, *self.base]).result()
         return code, self.capsys.readouterr().out
 
     def json(self, *argv: str, expect: int = 0) -> Any:

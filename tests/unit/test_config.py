@@ -153,6 +153,46 @@ def test_builtin_key_is_hexpm() -> None:
     assert (FIXTURES / "hexpm-signed" / "hexpm_public_key.pem").read_bytes() == HEXPM_PUBLIC_KEY_PEM
 
 
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({("store", "kind"): "gcs"}, "[store] kind: expected fs or s3, got 'gcs'"),
+        ({("store", "kind"): "s3"}, '[store] bucket: required when kind = "s3"'),
+        ({("store", "kind"): "s3", ("store", "bucket"): "No_Such"}, "[store] bucket: not a valid"),
+        (
+            {("store", "kind"): "s3", ("store", "bucket"): "b-1", ("store", "prefix"): "/abs"},
+            "[store] prefix: expected a relative key prefix",
+        ),
+        (
+            {("store", "kind"): "s3", ("store", "bucket"): "b-1", ("store", "endpoint_url"): "x"},
+            "[store] endpoint_url: expected an http:// or https:// URL",
+        ),
+        ({("store", "timeout"): "0"}, "[store] timeout: must be greater than 0"),
+    ],
+)
+def test_store_settings_are_checked(values: dict[tuple[str, str], str], problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, {"HOME": "/h"}, values)
+    assert raised.value.message.startswith(problem)
+
+
+def test_store_settings_come_from_the_environment() -> None:
+    env = {
+        "HOME": "/h",
+        "HEXPROXY_STORE_KIND": "s3",
+        "HEXPROXY_STORE_BUCKET": "hex-cache",
+        "HEXPROXY_STORE_ENDPOINT_URL": "http://minio:9000",
+        "HEXPROXY_STORE_PREFIX": "ci/",
+    }
+    store = load_config(None, env).store
+    assert (store.kind, store.bucket, store.endpoint_url, store.prefix) == (
+        "s3",
+        "hex-cache",
+        "http://minio:9000",
+        "ci/",
+    )
+
+
 # --- the environment it runs in -------------------------------------------------------------
 
 

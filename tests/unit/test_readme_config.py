@@ -43,6 +43,11 @@ DESCRIBED = {
     "upstream.installs_public_key",
     "orgs.keys",
     "hosted.repos",
+    # Empty strings ("empty": AWS S3 itself, the AWS chain's region, no prefix or bucket).
+    "store.bucket",
+    "store.prefix",
+    "store.endpoint_url",
+    "store.region",
 }
 
 
