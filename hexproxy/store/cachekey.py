@@ -164,6 +164,13 @@ def key_for_request_path(path: str) -> CacheKey | None:
 def key_for_path(path: str) -> CacheKey | None:
     """The key stored at ``path`` (the inverse of ``CacheKey.path``), or None when no
     key lives there (a sidecar, a temp file, something an operator put in the bucket)."""
+    try:
+        return _key_stored_at(path)
+    except InvalidRequest:  # a name no key has: key_for_request_path says why, we say None
+        return None
+
+
+def _key_stored_at(path: str) -> CacheKey | None:
     top, _, rest = path.partition("/")
     if top == "registry":
         found = key_for_request_path("/" + rest)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from hexproxy.errors import InvalidRequest
-from hexproxy.store.cachekey import NAMES, VERSIONS, CacheKey, Kind, key_for_request_path
+from hexproxy.store.cachekey import (
+    NAMES,
+    VERSIONS,
+    CacheKey,
+    Kind,
+    key_for_path,
+    key_for_request_path,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,3 +58,25 @@ def test_paths_that_name_no_object(path: str) -> None:
 def test_grammar_violations_are_invalid_requests(path: str) -> None:
     with pytest.raises(InvalidRequest):
         key_for_request_path(path)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "registry/packages/plug.meta",  # a sidecar
+        "tarballs/plug/plug-1.0.tar",
+        "tarballs/plug/plug-1.0.0.tar.meta",
+        "docs/plug/notes.txt",
+        "installs/../x",
+        "tmp/upload-1234",
+    ],
+)
+def test_storage_paths_no_key_lives_at_are_none_not_errors(stored: str) -> None:
+    """key_for_path lists what a bucket holds: whatever else an operator or a sidecar put
+    there is skipped, never an error (key_for_request_path raises for bad names)."""
+    assert key_for_path(stored) is None
+
+
+def test_storage_paths_of_keys_map_back() -> None:
+    for key in (NAMES, CacheKey(Kind.PACKAGE, "plug"), CacheKey(Kind.TARBALL, "plug", "1.0.0")):
+        assert key_for_path(key.path) == key
