@@ -289,6 +289,11 @@ class Cache:
             raise  # nothing was asked: says nothing about this key
         except (UpstreamError, VerificationError) as exc:
             self._backoff.failed(key, exc, self.clock())
+            if key.kind is Kind.INSTALL and isinstance(exc, UpstreamError):
+                # Remembered here, before the flight lands, not by its waiters: a request
+                # that arrives between the flight's end and their wake-up would find
+                # neither a flight to join nor an outage and ask the host again.
+                self.builds.failed(key, exc)
             # Without the frames it was raised in: every waiter (and the timeouts wrapped
             # around them) shares this error, and those frames hold the failed body (up
             # to max_registry_size of gunzipped bytes) until the garbage collector runs.
