@@ -36,7 +36,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ..config import Config
@@ -62,6 +62,7 @@ from ..upstream.download import Download
 from .backoff import Backoff, Negative
 from .builds_host import BuildsHost
 from .entries import Answer, Counters, Entry, Status, StoredFile
+from .flights import Flight, Flights
 from .gate import Gate, csv_key, is_installs_csv, is_installs_signature, signature_key
 from .memory import Memory
 from .shared import SharedTier, shared_copy_problem
@@ -72,12 +73,6 @@ log = logging.getLogger("hexproxy.cache")
 # not the breaker's last error: that concerns whichever object failed last.
 PAUSED = "upstream paused after repeated failures"
 SLOW = "upstream too slow"
-
-
-@dataclass(slots=True)
-class _Flight:
-    task: asyncio.Task[Answer[Any]]
-    reported_slow: bool = False
 
 
 class Cache:
@@ -109,7 +104,7 @@ class Cache:
         self._files: dict[CacheKey, StoredFile] = {}
         self._negative = Negative()
         self._backoff = Backoff(cap=config.upstream.retry_after)
-        self._flights: dict[CacheKey, _Flight] = {}
+        self._flights: Flights[CacheKey, Answer[Any]] = Flights()
         self._downloads: dict[CacheKey, Download] = {}
         # /installs/* comes from the builds host, which locked-down networks never reach
         # and Hex 2.3+ asks on every run: one failed attempt is remembered for negative_ttl.
@@ -129,7 +124,7 @@ class Cache:
 
     async def close(self) -> None:
         """Stop running fetches (their temp files are dropped) and the upstream client."""
-        tasks: list[asyncio.Task[Any]] = [f.task for f in self._flights.values()]
+        tasks: list[asyncio.Task[Any]] = list(self._flights.tasks())
         tasks += [d.task for d in self._downloads.values() if d.task is not None]
         tasks += self._fills.values()
         for task in tasks:
@@ -227,7 +222,7 @@ class Cache:
                 self.builds.failed(key, exc)
             return self._stale(entry, exc.message)
 
-    async def _wait_for(self, key: CacheKey, flight: _Flight) -> Answer[Any]:
+    async def _wait_for(self, key: CacheKey, flight: Flight[Answer[Any]]) -> Answer[Any]:
         """A client with no copy to fall back on waits at most inflight_wait for upstream;
         the fetch carries on for whoever asks next."""
         wait = self.config.upstream.inflight_wait
@@ -239,7 +234,7 @@ class Cache:
                 f"upstream has not answered for {key} within {wait:g} s; still trying"
             ) from None
 
-    def _silent(self, key: CacheKey, flight: _Flight, bound: str) -> None:
+    def _silent(self, key: CacheKey, flight: Flight[Answer[Any]], bound: str) -> None:
         if not flight.reported_slow:
             # A black-holed upstream accepts connections and never answers: count the
             # silence (once per fetch) so the breaker opens after a few of them.
@@ -267,20 +262,8 @@ class Cache:
         if held is not None:
             raise held.again()
 
-    def _join_flight(self, key: CacheKey, entry: Entry[Any] | None) -> _Flight:
-        flight = self._flights.get(key)
-        if flight is None:
-            task = asyncio.create_task(self._refresh(key, entry), name=f"refresh {key}")
-            flight = _Flight(task)
-            self._flights[key] = flight
-            task.add_done_callback(lambda t: self._land(key, t))
-        return flight
-
-    def _land(self, key: CacheKey, task: asyncio.Task[Answer[Any]]) -> None:
-        if self._flights.get(key, None) and self._flights[key].task is task:
-            del self._flights[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: waiters that gave up must not leave it unread
+    def _join_flight(self, key: CacheKey, entry: Entry[Any] | None) -> Flight[Answer[Any]]:
+        return self._flights.join(key, lambda: self._refresh(key, entry), f"refresh {key}")
 
     async def _refresh(self, key: CacheKey, entry: Entry[Any] | None) -> Answer[Any]:
         try:

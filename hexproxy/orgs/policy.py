@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from ..cache.entries import Counters, Entry, Status, StoredFile
+from ..cache.flights import Flights
 from ..cache.gate import Gate
 from ..cache.policy import Cache
 from ..config import Config
@@ -53,12 +54,6 @@ from .store import OrgStore
 log = logging.getLogger("hexproxy.orgs")
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class _Flight:
-    task: asyncio.Task[Any]
-    reported_slow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +92,7 @@ class OrgRepos:
         self.windows = Windows(config.orgs.auth_ttl, config.orgs.offline_grace)
         self.asker = Asker(upstream, self.grants, lambda: self.clock())
         self.store = OrgStore(config, storage, gate, counters, lambda: self.clock())
-        self._flights: dict[tuple[CacheKey, bytes], _Flight] = {}
+        self._flights: Flights[tuple[CacheKey, bytes], Any] = Flights()
         self._downloads: dict[tuple[CacheKey, bytes], Download] = {}
 
     @property
@@ -108,7 +103,7 @@ class OrgRepos:
         return self.keyring.credential(header)
 
     async def close(self) -> None:
-        tasks: list[asyncio.Task[Any]] = [f.task for f in self._flights.values()]
+        tasks: list[asyncio.Task[Any]] = self._flights.tasks()
         tasks += [d.task for d in self._downloads.values() if d.task is not None]
         for task in tasks:
             task.cancel()
@@ -213,12 +208,7 @@ class OrgRepos:
     ) -> T:
         """One upstream request per (object, credential) at a time. When a stale copy could
         be served instead, it is waited for at most stale_timeout (and carries on)."""
-        flight_key = (key, credential.digest)
-        flight = self._flights.get(flight_key)
-        if flight is None:
-            flight = _Flight(asyncio.create_task(asking(), name=f"org request {key}"))
-            self._flights[flight_key] = flight
-            flight.task.add_done_callback(lambda t: self._landed(flight_key, t))
+        flight = self._flights.join((key, credential.digest), asking, f"org request {key}")
         if not can_fall_back:
             result: T = await asyncio.shield(flight.task)
             return result
@@ -233,13 +223,6 @@ class OrgRepos:
                 flight.reported_slow = True
                 self.upstream.orgs.breaker.record_failure("no answer within stale_timeout")
             raise UpstreamTimeout(f"no answer from upstream for {key} yet") from None
-
-    def _landed(self, flight_key: tuple[CacheKey, bytes], task: asyncio.Task[Any]) -> None:
-        flight = self._flights.get(flight_key)
-        if flight is not None and flight.task is task:
-            del self._flights[flight_key]
-        if not task.cancelled():
-            task.exception()  # retrieved: waiters that gave up must not leave it unread
 
     # ----- registry files: names, versions, packages/NAME -----
 
