@@ -11,9 +11,9 @@ client could aim at repo.hex.pm.
 - ``Negative``: an object upstream said it does not have is not asked for again
   until its entry expires (``negative_ttl``).
 
-Both are plain in-memory maps, per process, bounded so that clients naming
-endless distinct objects cannot grow them without limit. Time comes from the
-caller (the cache's clock), so tests can drive it.
+Both are plain in-memory maps, per process (``verdicts.py`` tells the other
+workers), bounded so that clients naming endless distinct objects cannot grow them
+without limit. Time comes from the caller (the cache's clock), so tests can drive it.
 """
 
 from __future__ import annotations
@@ -82,8 +82,17 @@ class Backoff:
             return None
         return failure
 
+    def adopt(self, key: CacheKey, failure: Failure) -> None:
+        """A failure another worker saw (``verdicts.py``)."""
+        self._failures.pop(key, None)
+        self._failures[key] = failure
+        _trim(self._failures, self.limit)
+
     def succeeded(self, key: CacheKey) -> None:
         self._failures.pop(key, None)
+
+    def __contains__(self, key: CacheKey) -> bool:
+        return key in self._failures
 
     def __len__(self) -> int:
         return len(self._failures)
@@ -110,6 +119,9 @@ class Negative:
 
     def discard(self, key: CacheKey) -> None:
         self._until.pop(key, None)
+
+    def __contains__(self, key: CacheKey) -> bool:
+        return key in self._until
 
     def __len__(self) -> int:
         return len(self._until)

@@ -66,6 +66,8 @@ from .flights import Flight, Flights
 from .gate import Gate, csv_key, is_installs_csv, is_installs_signature, signature_key
 from .memory import Memory
 from .shared import SharedTier, shared_copy_problem
+from .turns import Turns
+from .verdicts import Verdicts
 
 log = logging.getLogger("hexproxy.cache")
 
@@ -104,6 +106,9 @@ class Cache:
         self._files: dict[CacheKey, StoredFile] = {}
         self._negative = Negative()
         self._backoff = Backoff(cap=config.upstream.retry_after)
+        # Both told to (and learned from) the other workers; fetches take turns with them.
+        self.verdicts = Verdicts(storage.state, self._negative, self._backoff, lambda: self.clock())
+        self.turns = Turns(storage, config.upstream.total_timeout)
         self._flights: Flights[CacheKey, Answer[Any]] = Flights()
         self._downloads: dict[CacheKey, Download] = {}
         # /installs/* comes from the builds host, which locked-down networks never reach
@@ -156,6 +161,7 @@ class Cache:
             return Answer(entry, Status.HIT)
         if entry is not None and self.offline:
             return Answer(entry, Status.HIT)
+        await self.verdicts.learn(key)
         self._check_negative(key)
         if self.offline:
             raise self._offline_miss(key)
@@ -193,7 +199,11 @@ class Cache:
     def _is_fresh(self, entry: Entry[object]) -> bool:
         if not entry.key.is_mutable:
             return True
-        return self.clock() - entry.meta.validated_at < self.config.cache.registry_ttl
+        return self.clock() - entry.meta.validated_at < self._ttl
+
+    @property
+    def _ttl(self) -> float:
+        return self.config.cache.registry_ttl
 
     async def _revalidate(self, key: CacheKey, entry: Entry[Any]) -> Answer[Any]:
         """Ask upstream, but never make the client wait long for what we already hold."""
@@ -229,13 +239,15 @@ class Cache:
         try:
             return await asyncio.wait_for(asyncio.shield(flight.task), wait)
         except TimeoutError:
+            if self.turns.waiting(key):
+                raise Busy(f"{key} is being fetched by another worker; ask again shortly") from None
             self._silent(key, flight, "inflight_wait")
             raise UpstreamTimeout(
                 f"upstream has not answered for {key} within {wait:g} s; still trying"
             ) from None
 
     def _silent(self, key: CacheKey, flight: Flight[Answer[Any]], bound: str) -> None:
-        if not flight.reported_slow:
+        if not flight.reported_slow and not self.turns.waiting(key):
             # A black-holed upstream accepts connections and never answers: count the
             # silence (once per fetch) so the breaker opens after a few of them.
             flight.reported_slow = True
@@ -266,12 +278,40 @@ class Cache:
         return self._flights.join(key, lambda: self._refresh(key, entry), f"refresh {key}")
 
     async def _refresh(self, key: CacheKey, entry: Entry[Any] | None) -> Answer[Any]:
+        began = self.clock()
+        async with self.turns.turn(key):
+            # The worker before us in line may have fetched it, or heard why not.
+            await self._heard_elsewhere(key)
+            stored = await self._stored_since(key, entry, began)
+            if stored is not None:
+                return Answer(stored, Status.MISS if entry is None else Status.REVALIDATED)
+            return await self._refresh_here(key, entry)
+
+    async def _heard_elsewhere(self, key: CacheKey) -> None:
+        """Raise what another worker heard from upstream about ``key``, if anything."""
+        await self.verdicts.learn(key)
+        self._check_negative(key)
+        self._check_backoff(key)
+
+    async def _stored_since(
+        self, key: CacheKey, entry: Entry[Any] | None, began: float
+    ) -> Entry[Any] | None:
+        """A stored copy newer than ``entry``, validated since ``began`` or still fresh."""
+        meta = await asyncio.to_thread(self.storage.read_meta, key)
+        if meta is None or (entry is not None and meta.validated_at <= entry.meta.validated_at):
+            return None
+        if meta.validated_at < began and self.clock() - meta.validated_at >= self._ttl:
+            return None
+        stored = await self._load(key)
+        return stored if stored is not None and stored.meta == meta else None
+
+    async def _refresh_here(self, key: CacheKey, entry: Entry[Any] | None) -> Answer[Any]:
         try:
             answer = await self._fetch_metadata(key, entry)
         except CircuitOpen:
             raise  # nothing was asked: says nothing about this key
         except (UpstreamError, VerificationError) as exc:
-            self._backoff.failed(key, exc, self.clock())
+            await self.verdicts.failed(key, exc)
             if key.kind is Kind.INSTALL and isinstance(exc, UpstreamError):
                 # Remembered here, before the flight lands, not by its waiters: a request
                 # that arrives between the flight's end and their wake-up would find
@@ -281,7 +321,7 @@ class Cache:
             # around them) shares this error, and those frames hold the failed body (up
             # to max_registry_size of gunzipped bytes) until the garbage collector runs.
             raise exc.with_traceback(None)  # noqa: B904 (the same error, re-raised)
-        self._backoff.succeeded(key)
+        await self.verdicts.succeeded(key)
         return answer
 
     async def _fetch_metadata(self, key: CacheKey, entry: Entry[Any] | None) -> Answer[Any]:
@@ -301,9 +341,8 @@ class Cache:
         if fetched.status == 304 and entry is not None:
             return Answer(await self._record_revalidation(entry, now), Status.REVALIDATED)
         if fetched.status != 200:
-            self._negative.add(key, now + self.config.cache.negative_ttl)
+            await self.verdicts.missing(key, now + self.config.cache.negative_ttl)
             raise NotFound(f"{key} not found upstream")
-        self._negative.discard(key)
         decoded = fetched.decoded
         if entry is not None and entry.body == fetched.body:
             revalidated = await self._record_revalidation(
@@ -528,6 +567,7 @@ class Cache:
         running = self._downloads.get(key)
         if running is not None:
             return running
+        await self.verdicts.learn(key)
         self._check_negative(key)
         # Offline, a shared store is still asked: an air-gapped site's replicas share it.
         if self.offline and self.shared is None:
@@ -641,6 +681,8 @@ class Cache:
             lock_timeout=upstream.total_timeout,
             on_verification_failure=lambda k, e: self._download_failed(k, e),
             expected_digest=digest,
+            recheck=lambda: self._heard_elsewhere(key),
+            settle=lambda error: self._settle(key, error),
         )
         self._downloads[key] = download
         self.counters.upstream_fetches += 1
@@ -661,15 +703,17 @@ class Cache:
             now = self.clock()
             meta = Meta(download.sha256, download.written, now, now)
             self.shared.publish_file(key, download.path, meta)
-        error = download.error
+        if download.error is None:
+            self._backoff.succeeded(key)
+
+    async def _settle(self, key: CacheKey, error: HexproxyError) -> None:
+        """What a failed download means, remembered before the next worker's turn."""
         if isinstance(error, NotFound):
-            self._remember_missing(key)
+            await self.verdicts.missing(key, self.clock() + self.config.cache.negative_ttl)
         elif isinstance(error, UpstreamError | VerificationError) and not isinstance(
             error, CircuitOpen
         ):
-            self._backoff.failed(key, error, self.clock())
-        elif error is None:
-            self._backoff.succeeded(key)
+            await self.verdicts.failed(key, error)
 
     async def started(self, download: Download) -> None:
         """A client of an in-flight fetch gets its first byte, or an error saying why not,

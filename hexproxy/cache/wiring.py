@@ -43,6 +43,7 @@ def build_cache(config: Config) -> Cache:
     storage = FileStorage(config.cache_dir)
     shared = build_shared(config)
     upstream = Upstream(config.upstream)
+    upstream.share_pauses(storage.state)  # one verdict on each upstream host for all workers
     return Cache(config, storage, upstream, gate, shared=shared)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..registry import parse_docs_filename, parse_tarball_filename
 from .cachekey import CacheKey, Kind
+from .statefiles import STATE_DIR, StateDir
 
 META_SUFFIX = ".meta"
 TMP_DIR = "tmp"
@@ -65,9 +66,13 @@ class FileStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / TMP_DIR
+        # What the workers tell each other about upstream (statefiles.py).
+        self.state = StateDir(root / STATE_DIR)
 
     def prepare(self) -> int:
-        """Create the tree and drop temp files left by a crash; returns how many."""
+        """Create the tree and drop temp files left by a crash (and what the last run's
+        workers told each other about upstream); returns how many temp files."""
+        self.state.clear()
         self.tmp.mkdir(parents=True, exist_ok=True)
         removed = 0
         for leftover in self.tmp.iterdir():

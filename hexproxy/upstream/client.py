@@ -37,7 +37,9 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..store.cachekey import CacheKey, Kind
+from ..store.statefiles import StateDir
 from .breaker import CircuitBreaker, State
+from .pauses import SharedPause
 
 USER_AGENT = f"hexproxy/{__version__} (+https://github.com/hexproxy/hexproxy)"
 
@@ -124,6 +126,11 @@ class Upstream:
         self.hosts = (self.repository, self.builds, self.orgs, self.api)
         self._session: aiohttp.ClientSession | None = None
         self.observer: Observer | None = None
+
+    def share_pauses(self, state: StateDir) -> None:
+        """Let every worker using this cache directory's ``state`` hold the same pauses."""
+        for host in self.hosts:
+            host.breaker.shared = SharedPause(state, host.name)
 
     async def start(self) -> None:
         """Open the connection pool; it needs the running loop, so not in __init__."""

@@ -34,7 +34,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -44,17 +44,22 @@ import aiohttp
 
 from ..errors import ChecksumMismatch, HexproxyError, TooLarge, UpstreamTimeout
 from ..store.cachekey import CacheKey
-from ..store.diskio import fd_from_thread, open_fd
-from ..store.locks import open_lock, try_lock
+from ..store.diskio import open_fd
+from ..store.locks import turn
 from ..store.storage import FileStorage, Meta
 from .client import Upstream
 
 log = logging.getLogger("hexproxy.download")
 
 CHUNK = 256 * 1024
-LOCK_POLL = 0.05
 
 Opener = Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]]
+# What the other workers learned about this object, asked once this one's turn has come
+# and before it asks upstream: raises to answer with that instead (a 404 remembered).
+Recheck = Callable[[], Awaitable[None]]
+# Told of a failed fetch while the turn is still held, so the worker whose turn is next
+# finds the verdict (a 404, a backoff) instead of asking upstream again.
+Settle = Callable[[HexproxyError], Awaitable[None]]
 
 
 class Download:
@@ -71,6 +76,8 @@ class Download:
         expected_digest: tuple[str, bytes] | None = None,
         open_upstream: Opener | None = None,
         adopt_stored: bool = True,
+        recheck: Recheck | None = None,
+        settle: Settle | None = None,
     ) -> None:
         self.key = key
         self.storage = storage
@@ -86,6 +93,8 @@ class Download:
         # for any answer that is not the object itself.
         self.open_upstream: Opener = open_upstream or (lambda: upstream.open(key))
         self.adopt_stored = adopt_stored
+        self.recheck = recheck
+        self.settle = settle
         self.upstream_etag: str | None = None
         self.upstream_last_modified: str | None = None
         self.path: Path = storage.new_temp(key)
@@ -110,7 +119,7 @@ class Download:
         try:
             async with self._cross_process_lock():
                 if not (self.adopt_stored and await self._adopt_stored_copy()):
-                    await self._fetch()
+                    await self._fetch_in_turn()
         except HexproxyError as exc:
             self._fail(exc)
         except Exception as exc:  # never leave clients hanging on an unexpected bug
@@ -145,6 +154,16 @@ class Download:
         self.sha256, self.stored = meta.sha256, True
         self.started.set_result(None)
         return True
+
+    async def _fetch_in_turn(self) -> None:
+        if self.recheck is not None:
+            await self.recheck()
+        try:
+            await self._fetch()
+        except HexproxyError as exc:
+            if self.settle is not None:
+                await self.settle(exc)
+            raise
 
     def _stat_stored(self) -> tuple[os.stat_result | None, Meta | None]:
         return self.storage.stat(self.key), self.storage.read_meta(self.key)
@@ -263,27 +282,19 @@ class Download:
 
     @contextlib.asynccontextmanager
     async def _cross_process_lock(self) -> AsyncIterator[None]:
+        """This worker's turn to fetch the object (see ``store.locks``)."""
+        lock_file = self.storage.lock_path(self.key.path.replace("/", "_"))
         try:
-            lock_file = self.storage.lock_path(self.key.path.replace("/", "_"))
-            fd = await fd_from_thread(lambda: open_lock(lock_file))
-        except OSError as exc:
-            # A read-only or full cache still serves; it just cannot coordinate workers.
-            log.warning("no lock for %s (%s); fetching without it", self.key, exc.strerror)
-            yield
-            return
-        try:
-            # flock(LOCK_NB) never waits for the disk: it is fine on the loop.
-            deadline = time.monotonic() + self.lock_timeout
-            while not try_lock(fd):
-                self.waiting_for_lock = True
-                if time.monotonic() > deadline:
-                    raise UpstreamTimeout(f"{self.key}: another worker is still fetching it")
-                await asyncio.sleep(LOCK_POLL)
-            self.waiting_for_lock = False
-            yield
+            async with turn(lock_file, self.lock_timeout, self._waiting):
+                self.waiting_for_lock = False
+                yield
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self.key}: another worker is still fetching it") from None
         finally:
             self.waiting_for_lock = False
-            os.close(fd)  # closing the descriptor releases the lock
+
+    def _waiting(self) -> None:
+        self.waiting_for_lock = True
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The object's bytes for one client, as they arrive; raises the fetch's error
