@@ -1,0 +1,69 @@
+"""The pieces the workers coordinate with, on real files: lock files that go when their
+turn ends without two holders ever sharing a turn, and breakers that share a pause.
+(``tests/faults/test_workers_one_fetch.py`` runs them in real worker processes.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from hexproxy.store.locks import open_lock, release, still_named, try_lock, turn
+from hexproxy.store.statefiles import StateDir
+from hexproxy.upstream.breaker import CircuitBreaker, State
+from hexproxy.upstream.pauses import SharedPause
+from tests.support.waiting import wait_until
+
+
+async def test_a_lock_file_removed_under_a_waiter_is_not_a_turn(tmp_path: Path) -> None:
+    path = tmp_path / "locks" / "tarballs_x.lock"
+    polls = 0
+    inside = asyncio.Event()
+    leave = asyncio.Event()
+
+    def polled() -> None:
+        nonlocal polls
+        polls += 1
+
+    async def second() -> None:
+        async with turn(path, 30.0, polled):
+            inside.set()
+            await leave.wait()
+
+    async with contextlib.AsyncExitStack() as first:
+        await first.enter_async_context(turn(path, 30.0))
+        waiter = asyncio.create_task(second())
+        await wait_until(lambda: polls > 0, "the second in line waiting")
+    # The first holder removed the file as it let go; before the waiter's next poll,
+    # another process creates a new one and takes it (what a third worker would do).
+    assert not path.exists()
+    newcomer = open_lock(path)
+    assert try_lock(newcomer) and still_named(newcomer, path)
+    seen = polls
+    # The waiter locks the file it had open (no longer named), sees that, and waits on
+    # the new one: it never enters while the newcomer holds its turn.
+    await wait_until(lambda: polls > seen + 5 or inside.is_set(), "the waiter polling again")
+    assert not inside.is_set()
+    release(newcomer, path)
+    await wait_until(inside.is_set, "the waiter's turn")
+    leave.set()
+    await waiter
+    assert not path.exists()
+
+
+def test_a_pause_one_breaker_opens_holds_for_the_others_until_a_success(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    first, second = (
+        CircuitBreaker(2, 600.0, shared=SharedPause(state, "repository")) for _ in range(2)
+    )
+    first.record_failure("connection refused")
+    assert second.allow() and second.state is State.UP  # one failure is not a verdict
+    first.record_failure("connection refused")
+    assert first.state is State.PAUSED
+    assert not second.allow()
+    assert second.state is State.PAUSED and second.last_error == "connection refused"
+    assert 0 < second.seconds_until_retry() <= 600.0
+    # Upstream answered one worker (its probe, say): every worker closes.
+    first.record_success()
+    assert second.allow() and second.state is State.UP
+    assert not (tmp_path / "state" / "pauses" / "repository").exists()
