@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import time
 from pathlib import Path
 
+from hexproxy.store.cachekey import package_key
 from hexproxy.store.locks import open_lock, release, still_named, try_lock, turn
 from hexproxy.store.statefiles import StateDir
+from hexproxy.store.storage import Meta
 from hexproxy.upstream.breaker import CircuitBreaker, State
 from hexproxy.upstream.pauses import SharedPause
+from hexproxy.web.state import CACHE
+from tests.conftest import ProxyFactory, Upstream
 from tests.support.waiting import wait_until
 
 
@@ -67,3 +73,31 @@ def test_a_pause_one_breaker_opens_holds_for_the_others_until_a_success(tmp_path
     first.record_success()
     assert second.allow() and second.state is State.UP
     assert not (tmp_path / "state" / "pauses" / "repository").exists()
+
+
+async def test_a_registry_file_another_worker_is_fetching_is_waited_for_boundedly(
+    make_proxy: ProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await make_proxy(upstream__inflight_wait=0.3)
+    cache = proxy.app[CACHE]
+    path = cache.storage.lock_path("registry_packages_alpha")
+    other_worker = open_lock(path)
+    assert try_lock(other_worker)  # what the worker fetching it holds
+    try:
+        response = await proxy.get("/packages/alpha")
+        assert response.status == 503
+        assert "being fetched by another worker" in await response.text()
+        assert upstream.repo.count("/packages/alpha") == 0
+        # That worker stores the file and lets go: this one's waiting flight serves its
+        # copy instead of asking upstream again.
+        body = upstream.repo.files["packages/alpha"]
+        now = time.time()
+        meta = Meta(hashlib.sha256(body).hexdigest(), len(body), now, now)
+        cache.storage.put(package_key("alpha"), body, meta)
+    finally:
+        release(other_worker, path)
+    await wait_until(lambda: not cache.fetches_running(), "the waiting flight to land")
+    response = await proxy.get("/packages/alpha")
+    assert (response.status, await response.read()) == (200, body)
+    assert upstream.repo.count("/packages/alpha") == 0
+    assert not path.exists()
