@@ -107,7 +107,9 @@ class Cache:
         self._negative = Negative()
         self._backoff = Backoff(cap=config.upstream.retry_after)
         # Both told to (and learned from) the other workers; fetches take turns with them.
-        self.verdicts = Verdicts(storage.state, self._negative, self._backoff, lambda: self.clock())
+        self.verdicts = Verdicts(
+            storage.state, self._negative, self._backoff, config.cache.negative_ttl, self
+        )
         self.turns = Turns(storage, config.upstream.total_timeout)
         self._flights: Flights[CacheKey, Answer[Any]] = Flights()
         self._downloads: dict[CacheKey, Download] = {}
@@ -199,11 +201,7 @@ class Cache:
     def _is_fresh(self, entry: Entry[object]) -> bool:
         if not entry.key.is_mutable:
             return True
-        return self.clock() - entry.meta.validated_at < self._ttl
-
-    @property
-    def _ttl(self) -> float:
-        return self.config.cache.registry_ttl
+        return self.clock() - entry.meta.validated_at < self.config.cache.registry_ttl
 
     async def _revalidate(self, key: CacheKey, entry: Entry[Any]) -> Answer[Any]:
         """Ask upstream, but never make the client wait long for what we already hold."""
@@ -300,7 +298,8 @@ class Cache:
         meta = await asyncio.to_thread(self.storage.read_meta, key)
         if meta is None or (entry is not None and meta.validated_at <= entry.meta.validated_at):
             return None
-        if meta.validated_at < began and self.clock() - meta.validated_at >= self._ttl:
+        age = self.clock() - meta.validated_at
+        if meta.validated_at < began and age >= self.config.cache.registry_ttl:
             return None
         stored = await self._load(key)
         return stored if stored is not None and stored.meta == meta else None
@@ -682,7 +681,7 @@ class Cache:
             on_verification_failure=lambda k, e: self._download_failed(k, e),
             expected_digest=digest,
             recheck=lambda: self._heard_elsewhere(key),
-            settle=lambda error: self._settle(key, error),
+            settle=lambda error: self.verdicts.settle(key, error),
         )
         self._downloads[key] = download
         self.counters.upstream_fetches += 1
@@ -705,15 +704,6 @@ class Cache:
             self.shared.publish_file(key, download.path, meta)
         if download.error is None:
             self._backoff.succeeded(key)
-
-    async def _settle(self, key: CacheKey, error: HexproxyError) -> None:
-        """What a failed download means, remembered before the next worker's turn."""
-        if isinstance(error, NotFound):
-            await self.verdicts.missing(key, self.clock() + self.config.cache.negative_ttl)
-        elif isinstance(error, UpstreamError | VerificationError) and not isinstance(
-            error, CircuitOpen
-        ):
-            await self.verdicts.failed(key, error)
 
     async def started(self, download: Download) -> None:
         """A client of an in-flight fetch gets its first byte, or an error saying why not,

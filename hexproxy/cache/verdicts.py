@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from ..errors import HexproxyError
+from ..errors import CircuitOpen, HexproxyError, NotFound, UpstreamError, VerificationError
 from ..store.cachekey import CacheKey
 from ..store.statefiles import StateDir
 from .backoff import Backoff, Failure, Negative
@@ -30,15 +30,31 @@ GROUP = "verdicts"
 SWEEP_EVERY = 600.0  # seconds
 
 
+class Clocked(Protocol):
+    """Whose clock verdicts are kept by: the cache's, looked up at each use (tests move
+    it by hand, replacing it)."""
+
+    clock: Callable[[], float]
+
+
 class Verdicts:
     def __init__(
-        self, state: StateDir, negative: Negative, backoff: Backoff, clock: Callable[[], float]
+        self,
+        state: StateDir,
+        negative: Negative,
+        backoff: Backoff,
+        negative_ttl: float,
+        owner: Clocked,
     ) -> None:
         self.state = state
         self.negative = negative
         self.backoff = backoff
-        self.clock = clock
-        self._swept = clock()
+        self.negative_ttl = negative_ttl
+        self._owner = owner
+        self._swept = self.clock()
+
+    def clock(self) -> float:
+        return self._owner.clock()
 
     async def learn(self, key: CacheKey) -> None:
         """Take what another worker learned about ``key``, unless we know something."""
@@ -90,6 +106,16 @@ class Verdicts:
             },
         )
         return failure
+
+    async def settle(self, key: CacheKey, error: HexproxyError) -> None:
+        """What a failed fetch means for ``key``: missing, backing off, or nothing (a
+        paused breaker asked nobody)."""
+        if isinstance(error, NotFound):
+            await self.missing(key, self.clock() + self.negative_ttl)
+        elif isinstance(error, UpstreamError | VerificationError) and not isinstance(
+            error, CircuitOpen
+        ):
+            await self.failed(key, error)
 
     async def succeeded(self, key: CacheKey) -> None:
         """Upstream gave ``key``: forget any verdict on it (the file only if we knew one:

@@ -13,7 +13,10 @@ rest of the bytes in memory (bounded by the size limit) so clients are still
 served, and nothing is stored.
 
 Across worker processes a lock file makes sure only one of them fetches; the
-others wait for it and then serve the stored copy. A fetch made with a client's
+others wait for it and then serve the stored copy, or, when it failed, the verdict
+it left (``recheck``: a 404 remembered, a backoff), which it records before its turn
+ends (``settle``). A worker killed mid-fetch lets go of the lock as it dies, and the
+next in line fetches. A fetch made with a client's
 credential (an organization's file) never takes that shortcut: another worker's
 copy was authorized by another credential, so it asks upstream itself.
 
