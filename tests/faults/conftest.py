@@ -140,7 +140,7 @@ def cache_problems(cache_dir: Path, files: Mapping[str, bytes]) -> list[str]:
         if not path.is_file():
             continue
         rel = path.relative_to(cache_dir).as_posix()
-        if rel.endswith(".meta") or rel.startswith(("locks/", "tmp/")):
+        if rel.endswith(".meta") or rel.startswith(("locks/", "tmp/", "state/")):
             continue
         if rel.startswith("tarballs/"):
             problems += _tarball_problems(rel, path.read_bytes(), files, public_key)

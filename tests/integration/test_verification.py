@@ -22,7 +22,7 @@ def cached_files(client: TestClient[Any, Any]) -> list[str]:
     return sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
-        if p.is_file() and "locks" not in p.parts
+        if p.is_file() and "locks" not in p.parts and "state" not in p.parts
     )
 
 
