@@ -104,7 +104,7 @@ async def turn(
 ) -> AsyncIterator[None]:
     """Hold the lock at ``path`` for the block, from a coroutine: while another process
     holds it, poll (the loop never blocks on it) for up to ``patience`` seconds, then
-    raise TimeoutError. ``waiting()`` is called when that happens. A cache directory
+    raise TimeoutError; ``waiting()`` is called at each such poll. A cache directory
     where no lock file can be made (read-only, full) still serves: the block runs
     without one."""
     try:

@@ -101,3 +101,19 @@ async def test_a_registry_file_another_worker_is_fetching_is_waited_for_boundedl
     assert (response.status, await response.read()) == (200, body)
     assert upstream.repo.count("/packages/alpha") == 0
     assert not path.exists()
+
+
+async def test_what_one_worker_heard_from_upstream_another_does_not_ask_again(
+    make_proxy: ProxyFactory, upstream: Upstream
+) -> None:
+    # Two apps on one cache directory: two workers, as far as the cache can tell.
+    first, second = await make_proxy(), await make_proxy()
+    upstream.repo.fail("500", "/packages/alpha")
+    upstream.repo.fail("404", "/tarballs/beta-2.0.0.tar")
+    for path, status in (("/packages/alpha", 502), ("/tarballs/beta-2.0.0.tar", 404)):
+        assert (await first.get(path)).status == status
+        assert upstream.repo.count(path) == 1
+        response = await second.get(path)
+        assert response.status == status, await response.text()
+        assert upstream.repo.count(path) == 1
+    assert "backing off" in await (await second.get("/packages/alpha")).text()
