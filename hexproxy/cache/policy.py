@@ -17,10 +17,11 @@ file's refresh), and splitting them would pass all of that back and forth.
 Two rules keep a sustained fault from turning into a flood, of upstream requests
 or of waiting clients:
 
-- Upstream is asked about one object at most once at a time (single flight), not
-  again while that object backs off after a failure (``backoff.py``), and not at
-  all while the breaker is open; an object it does not have is remembered for
-  ``negative_ttl``.
+- Upstream is asked about one object at most once at a time (single flight, in this
+  process by ``flights.py`` and across workers by ``turns.py``), not again while that
+  object backs off after a failure (``backoff.py``), and not at all while the breaker
+  is open; an object it does not have is remembered for ``negative_ttl``. What one
+  worker hears, every worker knows (``verdicts.py``, ``upstream/pauses.py``).
 - No client waits on upstream for long: one with a cached copy gets it after
   ``stale_timeout``, one without gets its first byte, or a 503/504 with a reason,
   within ``inflight_wait``.
