@@ -6,7 +6,8 @@ the pause ends, one request is let through as a probe; its outcome closes the
 circuit again or starts a new pause.
 
 With ``shared`` (``pauses.py``) the worker processes share their pauses: one that opens
-tells the others, which take it as their own, and a success anywhere closes them all.
+tells the others, which take it as their own, a success anywhere closes them all, and
+one probe at a time goes out for all of them.
 """
 
 from __future__ import annotations
@@ -59,8 +60,15 @@ class CircuitBreaker:
             return True
         if not self._pause_over() or self._probing:
             return False
+        if self.shared is not None and not self.shared.claim_probe():
+            return False  # another worker is probing
         self._probing = True
         return True
+
+    def _probe_over(self) -> None:
+        self._probing = False
+        if self.shared is not None:
+            self.shared.probe_over()
 
     def record_success(self) -> None:
         if self.shared is not None and (self._opened_at is not None or self._shared_until):
@@ -70,18 +78,19 @@ class CircuitBreaker:
     def _close(self) -> None:
         self.failures = 0
         self._opened_at = None
-        self._probing = False
+        self._probe_over()
         self.last_error = ""
         self._shared_until = None
 
     def record_failure(self, reason: str) -> None:
         self.failures += 1
         self.last_error = reason
-        self._probing = False
         if self.failures >= self.threshold:
             self._opened_at = self.clock()
             if self.shared is not None:
                 self._shared_until = self.shared.publish(self.retry_after, reason)
+        # Only now: the next worker to probe must find the new pause first.
+        self._probe_over()
 
     def _sync(self, force: bool) -> None:
         """Take the pause another worker published, or close when it was lifted."""
@@ -99,7 +108,7 @@ class CircuitBreaker:
         self._opened_at = self.clock() - max(self.retry_after - left, 0.0)
         self.failures = max(self.failures, self.threshold)
         self.last_error = reason
-        self._probing = False
+        self._probe_over()
         self._shared_until = until
 
     def seconds_until_retry(self) -> float:

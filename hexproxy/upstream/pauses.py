@@ -5,6 +5,11 @@ the wall clock, and why); the others' breakers take it as their own, so a dead o
 black-holed upstream costs one worker's failures, not every worker's. A successful
 request removes it, and the workers holding that pause close their breakers too.
 
+When the pause runs out, one worker probes the host: the one that takes the lock file
+``state/pauses/<host>.probe`` (an ``flock``, released when its probe ends, or by the
+kernel if that worker dies); the others keep holding back until the probe's outcome
+(a new pause, or none) reaches them.
+
 Reading costs a ``stat`` (and a read only when the file changed): before every upstream
 request, and at most every ``CHECK_EVERY`` seconds for the breaker's state otherwise.
 Cache hits never look.
@@ -14,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 
+from ..store.locks import open_lock, try_lock
 from ..store.statefiles import StateDir
 
 CHECK_EVERY = 0.5  # seconds
@@ -30,6 +37,27 @@ class SharedPause:
         self._checked = -math.inf  # time.monotonic() of the last stat
         self._signature: tuple[int, int] | None = None
         self._seen: tuple[float, str] | None = None
+        self._probe: int | None = None  # the descriptor holding the probe's lock
+
+    def claim_probe(self) -> bool:
+        """May this worker probe the host now? False while another worker does."""
+        if self._probe is not None:
+            return True
+        # On the loop: an open and an flock(LOCK_NB), once per pause that runs out.
+        try:
+            fd = open_lock(self.state.path(self.name + ".probe"))
+        except OSError:
+            return True  # no lock file to be had: each worker probes for itself
+        if try_lock(fd):
+            self._probe = fd
+            return True
+        os.close(fd)
+        return False
+
+    def probe_over(self) -> None:
+        if self._probe is not None:
+            os.close(self._probe)  # lets the next worker probe
+            self._probe = None
 
     def publish(self, seconds: float, reason: str) -> float | None:
         """Tell the other workers this host is paused for ``seconds``; returns when the

@@ -18,6 +18,7 @@ from hexproxy.upstream.breaker import CircuitBreaker, State
 from hexproxy.upstream.pauses import SharedPause
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
+from tests.support.clock import Clock
 from tests.support.waiting import wait_until
 
 
@@ -117,3 +118,24 @@ async def test_what_one_worker_heard_from_upstream_another_does_not_ask_again(
         assert response.status == status, await response.text()
         assert upstream.repo.count(path) == 1
     assert "backing off" in await (await second.get("/packages/alpha")).text()
+
+
+def test_when_a_shared_pause_runs_out_one_worker_probes(tmp_path: Path) -> None:
+    state, wall, steady = StateDir(tmp_path / "state"), Clock(), Clock(0.0)
+    first, second = (
+        CircuitBreaker(1, 30.0, steady, shared=SharedPause(state, "repository", wall))
+        for _ in range(2)
+    )
+    first.record_failure("connection refused")
+    assert not second.allow()
+    for clock in (wall, steady):
+        clock.advance(31)
+    assert first.allow()  # the probe
+    assert not second.allow()  # while the first worker probes, the second holds back
+    first.record_failure("connection refused")  # still down: a new pause, for both
+    assert not first.allow() and not second.allow()
+    for clock in (wall, steady):
+        clock.advance(31)
+    assert second.allow() and not first.allow()  # whoever asks first probes this time
+    second.record_success()
+    assert first.allow() and first.state is State.UP
