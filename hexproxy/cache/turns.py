@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 
 from ..errors import UpstreamTimeout
 from ..store.cachekey import CacheKey
-from ..store.locks import turn
+from ..store.locks import NoTurn, turn
 from ..store.storage import FileStorage
 
 
@@ -41,7 +41,7 @@ class Turns:
             async with turn(lock_file, self.patience, lambda: self._waiting.add(key)):
                 self._waiting.discard(key)
                 yield
-        except TimeoutError:
+        except NoTurn:
             raise UpstreamTimeout(f"{key}: another worker is still fetching it") from None
         finally:
             self._waiting.discard(key)

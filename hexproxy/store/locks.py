@@ -32,6 +32,10 @@ log = logging.getLogger("hexproxy.locks")
 POLL = 0.02  # seconds between attempts while another process holds a turn
 
 
+class NoTurn(TimeoutError):
+    """Another process held the lock for longer than we would wait."""
+
+
 def open_lock(path: Path) -> int:
     """A descriptor on the lock file ``path``, created (with its directory) if need be."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +108,7 @@ async def turn(
 ) -> AsyncIterator[None]:
     """Hold the lock at ``path`` for the block, from a coroutine: while another process
     holds it, poll (the loop never blocks on it) for up to ``patience`` seconds, then
-    raise TimeoutError; ``waiting()`` is called at each such poll. A cache directory
+    raise NoTurn; ``waiting()`` is called at each such poll. A cache directory
     where no lock file can be made (read-only, full) still serves: the block runs
     without one."""
     try:
@@ -131,7 +135,7 @@ async def _take(path: Path, deadline: float, waiting: Callable[[], None] | None)
                 if waiting is not None:
                     waiting()
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{path.name} is held by another process")
+                    raise NoTurn(f"{path.name} is held by another process")
                 await asyncio.sleep(POLL)
             if still_named(fd, path):
                 return fd

@@ -48,7 +48,7 @@ import aiohttp
 from ..errors import ChecksumMismatch, HexproxyError, TooLarge, UpstreamTimeout
 from ..store.cachekey import CacheKey
 from ..store.diskio import open_fd
-from ..store.locks import turn
+from ..store.locks import NoTurn, turn
 from ..store.storage import FileStorage, Meta
 from .client import Upstream
 
@@ -291,7 +291,7 @@ class Download:
             async with turn(lock_file, self.lock_timeout, self._waiting):
                 self.waiting_for_lock = False
                 yield
-        except TimeoutError:
+        except NoTurn:
             raise UpstreamTimeout(f"{self.key}: another worker is still fetching it") from None
         finally:
             self.waiting_for_lock = False
