@@ -287,10 +287,12 @@ class Cache:
             return await self._refresh_here(key, entry)
 
     async def _heard_elsewhere(self, key: CacheKey) -> None:
-        """Raise what another worker heard from upstream about ``key``, if anything."""
+        """Raise what another worker heard from upstream about ``key``, if anything. (For
+        /installs/* too: its callers turn the failure into the builds host's outage.)"""
         await self.verdicts.learn(key)
         self._check_negative(key)
-        self._check_backoff(key)
+        if (held := self._backoff.holding(key, self.clock())) is not None:
+            raise held.again()
 
     async def _stored_since(
         self, key: CacheKey, entry: Entry[Any] | None, began: float

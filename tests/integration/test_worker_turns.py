@@ -120,6 +120,17 @@ async def test_what_one_worker_heard_from_upstream_another_does_not_ask_again(
     assert "backing off" in await (await second.get("/packages/alpha")).text()
 
 
+async def test_a_builds_host_outage_one_worker_saw_is_not_tried_again_by_another(
+    make_proxy: ProxyFactory, upstream: Upstream
+) -> None:
+    first, second = await make_proxy(), await make_proxy()
+    upstream.repo.fail("503", "/installs/hex-1.x.csv")
+    for proxy in (first, second):
+        response = await proxy.get("/installs/hex-1.x.csv")
+        assert response.status == 404  # Hex's "no update information"
+        assert upstream.repo.count("/installs/hex-1.x.csv") == 1
+
+
 def test_when_a_shared_pause_runs_out_one_worker_probes(tmp_path: Path) -> None:
     state, wall, steady = StateDir(tmp_path / "state"), Clock(), Clock(0.0)
     first, second = (
