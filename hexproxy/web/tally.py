@@ -31,6 +31,7 @@ Key = tuple[str | int, ...]
 
 CAPACITY = 8192  # counters per slot (a server has ~100 request keys, plus one per package)
 NAME_BYTES = 512 * 1024  # their names
+FAMILY_LIMIT = 2048  # keys per metric (per first element): more share one, labelled OVERFLOW
 _HEADER = 16  # pid, key count: two 64-bit words
 _SLOT = _HEADER + 8 * CAPACITY + NAME_BYTES
 OVERFLOW = "other"  # the label of keys that arrive after a slot is full
@@ -98,6 +99,7 @@ class Tally:
         self._values = board.values(slot)
         self._names = board.names(slot)
         self._index: dict[Key, int] = {}
+        self._families: Counter[str | int] = Counter()  # keys per metric
         self._end = 0  # where the next name goes
         self._adopt()
         self._header[0] = os.getpid()
@@ -106,7 +108,9 @@ class Tally:
         """Take over what the slot's previous owner counted (a worker replaced)."""
         for index in range(self._header[1]):
             name, self._end = _name_at(self._names, self._end)
-            self._index[_key(name)] = index
+            key = _key(name)
+            self._index[key] = index
+            self._families[key[0]] += 1
 
     def add(self, key: Key, n: int = 1) -> None:
         index = self._index.get(key)
@@ -128,15 +132,15 @@ class Tally:
 
     def _register(self, key: Key) -> int:
         name = json.dumps(key, separators=(",", ":")).encode()
-        count = self._header[1]
-        if count >= CAPACITY - 64 or self._end + 2 + len(name) > NAME_BYTES - 4096:
-            # Full (a huge number of distinct packages): later keys share one per metric.
-            # The last 64 counters and 4 KiB are kept for these.
+        full = self._header[1] >= CAPACITY - 64 or self._end + len(name) > NAME_BYTES - 4096
+        if self._families[key[0]] >= FAMILY_LIMIT or full:
+            # A metric with very many label values (packages, on a huge fleet): later ones
+            # share one counter. The last 64 counters and 4 KiB of names are kept for these.
             lumped = (key[0], *[OVERFLOW] * (len(key) - 1))
-            if key == lumped or count >= CAPACITY:
-                raise RuntimeError("metrics slot is full")  # cannot happen: ~20 metrics
             index = self._index.get(lumped)
             if index is None:
+                if self._header[1] >= CAPACITY:
+                    raise RuntimeError("metrics slot is full")  # needs 64 metric names
                 index = self._register_name(lumped, json.dumps(lumped).encode())
             self._index[key] = index
             return index
@@ -151,6 +155,7 @@ class Tally:
         self._values[index] = 0
         self._header[1] = index + 1  # last: readers trust names up to the count
         self._index[key] = index
+        self._families[key[0]] += 1
         return index
 
 
