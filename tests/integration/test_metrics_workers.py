@@ -135,6 +135,8 @@ async def test_every_scrape_reports_the_whole_server_and_never_drops(
     await until(lambda: len(workers_of(proxy.pid) - {victim}) == 2, "a new worker in its place")
     after_kill = await scrape(proxy.port)
     assert total(after_kill) == count
+    cpu = ("process_cpu_seconds_total", ())
+    assert after_kill[cpu] >= before_kill[cpu] > 0
     count += 1
 
     # The replacement took over the victim's slot and adds to what the victim counted.
