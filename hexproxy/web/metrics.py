@@ -118,7 +118,7 @@ class Metrics:
         self.sync()
         return self.board.read()
 
-    async def syncing(self) -> AsyncIterator[None]:
+    async def syncing(self, _app: object) -> AsyncIterator[None]:
         """cleanup_ctx: sync each SYNC_INTERVAL while the app runs, and once at the end."""
 
         async def loop() -> None:

@@ -183,12 +183,8 @@ def setup(app: web.Application, board: Board | None = None, slot: int = 0) -> No
         yield
         await evictor.stop()
 
-    async def syncing(_: web.Application) -> AsyncIterator[None]:
-        async for step in counted.syncing():
-            yield step
-
     app.cleanup_ctx.append(eviction)
-    app.cleanup_ctx.append(syncing)
+    app.cleanup_ctx.append(counted.syncing)
     app.router.add_get(f"{PREFIX}/health", health)
     app.router.add_get(f"{PREFIX}/ready", ready)
     app.router.add_get(f"{PREFIX}/metrics", metrics)
