@@ -86,6 +86,7 @@ class Running:
     listener: asyncio.Server
     connections: set[FastPathProtocol]
     access_log: AccessLog | None = None
+    fast: FastPath | None = None
 
     @property
     def port(self) -> int:
@@ -96,6 +97,8 @@ class Running:
         for connection in list(self.connections):
             if connection.inner is None and connection.transport is not None:
                 connection.transport.close()  # fast-path-only connections; aiohttp closes its own
+        if self.fast is not None:
+            await self.fast.close()
         await self.runner.cleanup()
         if self.access_log is not None:
             self.access_log.flush()
@@ -117,6 +120,7 @@ async def start(config: Config, *, sweep_temp: bool = True) -> Running:
     assert runner.server is not None
     connections: set[FastPathProtocol] = set()
     factory: Callable[[], asyncio.Protocol] = runner.server
+    fast = None
     if config.server.fast_path:
         fast = FastPath(
             app[CACHE],
@@ -137,7 +141,7 @@ async def start(config: Config, *, sweep_temp: bool = True) -> Running:
         reuse_port=config.server.workers > 1,
         backlog=1024,
     )
-    return Running(runner, listener, connections, access_log)
+    return Running(runner, listener, connections, access_log, fast)
 
 
 async def run(config: Config, *, sweep_temp: bool = True, ready_fd: int | None = None) -> None:
