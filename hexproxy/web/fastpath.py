@@ -65,15 +65,18 @@ _ROUTES = {
 MAX_KEYS = 10_000  # request targets remembered with their cache key
 MAX_HEADS = 4096  # accepted request heads remembered with what they ask...
 REMEMBERED_HEAD = 512  # ...if no longer than this (a CI client's are 100-300 bytes)
-# Stored files up to this size are kept in memory on their second request (most of
-# hex.pm's tarballs are smaller); larger ones, and any that would take more than an
-# eighth of a worker's memory budget, keep sendfile.
-HOT_MAX = 1024 * 1024
-# Asked for a connection's socket before sendfile(2) of a file above HOT_MAX (Linux
+# Stored files up to this size are kept in memory on their second request; larger
+# ones, and any that would take more than an eighth of a worker's memory budget, keep
+# sendfile. Measured (CPU per answer, bench/README.md): from memory a 10 KB tarball
+# costs ~20% less than sendfile (no open, fstat, close), a 100 KB one about the same,
+# a 1 MB one ~30% more (the copy into the socket that sendfile does not make).
+HOT_MAX = 64 * 1024
+# Asked for a connection's socket before sendfile(2) of a file above WIDE_MIN (Linux
 # doubles it and caps it at net.core.wmem_max, 4 MiB by default: the socket then holds
 # up to 8 MiB of the file's page-cache pages, not a copy). 12 MB answers cost ~25% less
 # CPU with it (bench/README.md).
 SEND_BUFFER = 4 * 1024 * 1024
+WIDE_MIN = 1024 * 1024
 HOT_AFTER = 2  # requests (GET or HEAD) of one stored file before its bytes are read
 # Bodies above this go out with one writev(2) of headers and body, not a joined copy.
 _JOIN_MAX = 16 * 1024
@@ -427,7 +430,7 @@ class FastPathProtocol(asyncio.Protocol):
         status = 304 if not_modified else 200
         size = prepared.size if get and not not_modified else 0
         reply = _Reply(self, request, status, size, started, prepared)
-        if fd >= 0 and size > HOT_MAX and not self.wide:
+        if fd >= 0 and size > WIDE_MIN and not self.wide:
             self._widen()
         sent = self._sendfile_now(fd, size) if fd >= 0 else size
         if sent < 0:

@@ -31,9 +31,10 @@ async def pair(
     proxy_config: Callable[..., Config], upstream: Upstream
 ) -> AsyncIterator[tuple[Running, Running]]:
     """Two servers over one cache directory: fast path on, and off (aiohttp alone)."""
-    wide = build_repo([PackageSpec("wide", "1.0.0", files={"blob": os.urandom(200_000)})], key())
+    wide = build_repo([PackageSpec("wide", "1.0.0", files={"blob": os.urandom(40_000)})], key())
     upstream.repo.publish("packages/wide", wide["packages/wide"])
     upstream.repo.publish(WIDE.lstrip("/"), wide[WIDE.lstrip("/")])
+    assert fastpath._JOIN_MAX < len(wide[WIDE.lstrip("/")]) <= fastpath.HOT_MAX
     fast = await start(proxy_config(server__listen="127.0.0.1:0"))
     slow = await start(proxy_config(server__listen="127.0.0.1:0", server__fast_path=False))
     yield fast, slow
@@ -150,7 +151,7 @@ async def test_large_tarballs_stay_on_sendfile(
 ) -> None:
     fast, _ = pair
     assert fast.fast is not None
-    monkeypatch.setattr(fastpath, "HOT_MAX", 100_000)  # wide (200 KB) is now "large"
+    monkeypatch.setattr(fastpath, "HOT_MAX", 30_000)  # wide (~50 KB) is now "large"
     for _ in range(fastpath.HOT_AFTER + 3):
         await raw(fast.port, get(WIDE), 1)
     assert fast.fast.hot_loads == 0 and fast.fast.hot_hits == 0
