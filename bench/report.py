@@ -133,10 +133,15 @@ def warm_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {target} | {conc} | {_rate(nginx)}; p99 {nginx['p99_ms']:.2f} ms; "
             f"{nginx['cpu_us_per_request']:,.0f} µs | " + " | ".join(cells) + " |"
         )
-    errors = sum(row["errors"] for row in rows)
+    errors: dict[str, int] = {}
+    for row in rows:
+        errors[row["server"]] = errors.get(row["server"], 0) + row["errors"]
     loads = [load for row in rows for load in row.get("rounds_load", [])]
     lines.append("")
-    lines.append(f"Errors (socket errors + non-2xx answers) over all warm runs: {errors}.")
+    lines.append(
+        "Errors (socket errors, wrk's 2 s timeouts included, + non-2xx answers) in the median "
+        "rounds: " + ", ".join(f"{server} {n}" for server, n in errors.items()) + "."
+    )
     if loads:
         lines.append(
             f"Load average (1 min) at the end of the rounds: {min(loads):.2f} to "
