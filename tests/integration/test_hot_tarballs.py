@@ -10,9 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from hexproxy.cache.footprint import FILE_OVERHEAD
 from hexproxy.cli import main as cli_main
 from hexproxy.config import Config
-from hexproxy.store.cachekey import tarball_key
+from hexproxy.store.cachekey import key_for_request_path, tarball_key
 from hexproxy.web import fastpath
 from hexproxy.web.server import Running, start
 from hexproxy.web.state import CACHE
@@ -165,3 +166,23 @@ async def test_hot_bodies_count_against_the_memory_budget(pair: tuple[Running, R
     size = cache.known_file(tarball_key("wide", "1.0.0")).size
     assert cache._memory.bytes - before >= size
     assert cache._memory.bytes <= cache._memory.budget
+
+
+async def test_stored_file_records_stay_within_the_budget(
+    pair: tuple[Running, Running], upstream: Upstream
+) -> None:
+    """Cache._files used to keep a record per tarball ever served, without limit."""
+    fast, _ = pair
+    cache = fast.runner.app[CACHE]
+    tarballs = sorted(p for p in upstream.repo.files if p.startswith("tarballs/"))
+    for path in tarballs:  # fetched, and then each one's record made
+        for _ in range(2):
+            await raw(fast.port, get("/" + path), 1)
+    assert all(cache.known_file(key_for_request_path("/" + p)) for p in tarballs)
+    cache._memory.budget = 3 * FILE_OVERHEAD  # room for three records, nothing else
+    cache._memory._shrink()
+    for path in tarballs:
+        await raw(fast.port, get("/" + path), 1)
+        assert cache._memory.bytes <= cache._memory.budget
+    known = [p for p in tarballs if cache.known_file(key_for_request_path("/" + p))]
+    assert known == tarballs[-3:]  # the three served last
