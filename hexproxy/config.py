@@ -35,7 +35,8 @@ log = logging.getLogger("hexproxy.config")
 
 ENV_PREFIX = "HEXPROXY_"
 CONFIG_ENV = "HEXPROXY_CONFIG"  # the config file's path, read by the CLI
-# Below this a worker's share of cache.memory_size could not hold a large /versions file.
+# A floor that keeps a worker's share of cache.memory_size useful: below it, a few registry
+# files would crowd out everything else.
 MIN_MEMORY_PER_WORKER = 1024 * 1024
 
 
@@ -98,7 +99,7 @@ class CacheConfig:
     max_size: int = 0
     # What the server holds in memory per cached object (registry files, stored-file
     # records, hot small tarballs), for all workers together.
-    memory_size: int = 128 * 1024 * 1024
+    memory_size: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

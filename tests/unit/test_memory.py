@@ -134,7 +134,7 @@ def test_memory_size_is_shared_by_the_workers() -> None:
     )
     assert config.cache.memory_size == 64 * 1024**2
     assert budget_per_worker(config) == 16 * 1024**2
-    assert load_config(None, {}).cache.memory_size == 128 * 1024**2
+    assert load_config(None, {}).cache.memory_size == 64 * 1024**2
 
 
 @pytest.mark.parametrize(
