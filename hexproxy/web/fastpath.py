@@ -226,11 +226,12 @@ class FastPath:
         path = request.target.decode("ascii")
         traffic = self.traffic
         if traffic is not None:
-            traffic.requests[(prepared.route, status, "HIT")] += 1
+            add = traffic.add
+            add(("requests", prepared.route, status, "HIT"))
             if method == "GET" and status == 200:
-                traffic.bytes[prepared.route] += size
+                add(("response_bytes", prepared.route), size)
             if prepared.package is not None:
-                traffic.packages[prepared.package] += 1
+                add(("packages", prepared.package))
         if prepared.key.kind is Kind.TARBALL and self.accessed is not None:
             self.accessed(path)
         if self.access_log is not None:

@@ -192,9 +192,9 @@ async def test_fast_hits_are_logged_and_counted(running: Any) -> None:
     assert '"GET /packages/alpha" 200 MISS' in lines[0]  # aiohttp's line, same shape
     assert all('"GET /packages/alpha" 200 HIT' in line for line in lines[1:])
     assert all(" INFO hexproxy.access: 127.0.0.1 " in line for line in lines)
-    requests = proxy.runner.app[METRICS].traffic.requests
-    assert requests[("/packages/{name}", 200, "HIT")] == 3
-    assert requests[("/packages/{name}", 200, "MISS")] == 1
+    totals = proxy.runner.app[METRICS].totals()
+    assert totals.value("requests", "/packages/{name}", 200, "HIT") == 3
+    assert totals.value("requests", "/packages/{name}", 200, "MISS") == 1
 
 
 async def test_json_access_log(running: Any) -> None:
