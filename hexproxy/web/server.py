@@ -88,6 +88,7 @@ class Running:
     listener: asyncio.Server
     connections: set[FastPathProtocol]
     access_log: AccessLog | None = None
+    fast: FastPath | None = None
 
     @property
     def port(self) -> int:
@@ -98,6 +99,8 @@ class Running:
         for connection in list(self.connections):
             if connection.inner is None and connection.transport is not None:
                 connection.transport.close()  # fast-path-only connections; aiohttp closes its own
+        if self.fast is not None:
+            await self.fast.close()
         await self.runner.cleanup()
         if self.access_log is not None:
             self.access_log.flush()
@@ -122,6 +125,7 @@ async def start(
     assert runner.server is not None
     connections: set[FastPathProtocol] = set()
     factory: Callable[[], asyncio.Protocol] = runner.server
+    fast = None
     if config.server.fast_path:
         fast = FastPath(
             app[CACHE],
@@ -142,7 +146,7 @@ async def start(
         reuse_port=config.server.workers > 1,
         backlog=1024,
     )
-    return Running(runner, listener, connections, access_log)
+    return Running(runner, listener, connections, access_log, fast)
 
 
 async def run(
