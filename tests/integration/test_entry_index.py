@@ -298,3 +298,28 @@ async def test_only_one_of_two_processes_evicts(tmp_path: Path) -> None:
     removed = await mine.run_once()  # the lock is free: this process takes over
     assert mine.is_evictor and [i.key for i in removed] == [tarball_key("late", "1.0.0")]
     await mine.stop()
+
+
+async def test_cache_commands_on_an_indexed_cache_do_not_walk_it(
+    filled: Any,  # noqa: F811
+    run: Cli,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert run("stats")[0] == 0  # the index exists from here on
+    walks = count_walks(monkeypatch)
+    listings = [0]
+    entries = FileStorage.entries
+
+    def counted_entries(self: FileStorage) -> Any:
+        listings[0] += 1
+        return entries(self)
+
+    monkeypatch.setattr(FileStorage, "entries", counted_entries)
+    for argv in (("stats",), ("ls", "--json"), ("prune", "--max-size", "1", "--dry-run")):
+        assert run(*argv)[0] == 0
+    assert run("rm", "gamma")[0] == 0
+    assert (walks[0], listings[0]) == (0, 0)
+    # verify reads every object, but finds them in one walk of names, not a listing
+    # that stats and reads the sidecar of each first.
+    assert run("verify")[0] == 0
+    assert (walks[0], listings[0]) == (1, 0)
