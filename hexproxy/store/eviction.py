@@ -34,6 +34,7 @@ from ..errors import HexproxyError
 from ..units import format_size
 from . import inventory
 from .cachekey import CacheKey, key_for_request_path
+from .index import IndexUnreadable
 from .locks import open_lock, try_lock
 from .storage import FileStorage
 
@@ -215,8 +216,13 @@ class Evictor:
         if await asyncio.to_thread(index.built):
             return
         log.info("building the entry index of %s (once)", self.storage.root)
-        count = await asyncio.to_thread(self.storage.build_index)
         self.index_builds += 1
+        try:
+            count = await asyncio.to_thread(self.storage.build_index)
+        except IndexUnreadable as exc:  # a read-only or full disk: serve on, try next round
+            if self.index_builds == 1:
+                log.warning("%s; nothing is evicted without it", exc)
+            return
         log.info("entry index built: %d objects", count)
 
     async def _measure(self) -> None:

@@ -237,6 +237,12 @@ class EntryIndex:
         return bool(found[0][0] == 2)
 
     def build(self, rows: Iterable[Row]) -> int:
+        try:
+            return self._build(rows)
+        except (sqlite3.Error, OSError) as exc:
+            raise IndexUnreadable(f"cannot build {self.path}: {exc}") from exc
+
+    def _build(self, rows: Iterable[Row]) -> int:
         """Make the index say what ``rows`` (a walk of the files) say: add or update each,
         then drop the rows no one recorded since the walk began (files that are gone).
         Stores by other processes meanwhile are kept. Returns how many rows were walked."""
