@@ -297,8 +297,8 @@ MEASURE = (
     "import resource, subprocess, sys, time\n"
     "t = time.perf_counter()\n"
     "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
-    "print(code, time.perf_counter() - t, "
-    "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "use = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(code, time.perf_counter() - t, use.ru_maxrss, use.ru_utime + use.ru_stime)\n"
 )
 
 
@@ -313,7 +313,16 @@ def cache_command(built: Built, source: Path, *argv: str) -> dict[str, Any]:
         check=True,
         timeout=3600,
     ).stdout.split()
-    return {"exit": int(out[0]), "seconds": float(out[1]), "peak_rss_mib": int(out[2]) / 1024}
+    return _measured(out)
+
+
+def _measured(out: list[str]) -> dict[str, Any]:
+    return {
+        "exit": int(out[0]),
+        "seconds": float(out[1]),
+        "peak_rss_mib": int(out[2]) / 1024,
+        "cpu_s": float(out[3]),
+    }
 
 
 def import_floor(source: Path) -> dict[str, Any]:
@@ -326,7 +335,16 @@ def import_floor(source: Path) -> dict[str, Any]:
         check=True,
         timeout=600,
     ).stdout.split()
-    return {"exit": int(out[0]), "seconds": float(out[1]), "peak_rss_mib": int(out[2]) / 1024}
+    return _measured(out)
+
+
+def _measured(out: list[str]) -> dict[str, Any]:
+    return {
+        "exit": int(out[0]),
+        "seconds": float(out[1]),
+        "peak_rss_mib": int(out[2]) / 1024,
+        "cpu_s": float(out[3]),
+    }
 
 
 def stats_in_process(built: Built) -> float:
@@ -411,7 +429,10 @@ def render(results: list[dict[str, Any]]) -> list[str]:
             f"| {a['p99_ms']:.1f} ({a['p99_ms'] / n['p99_ms']:.2f}x) "
             f"| {b['rps']:.0f} | {b['p99_ms']:.1f} ({b['p99_ms'] / a['p99_ms']:.2f}x no limit) |"
         )
-    lines += ["", "| entries | command | seconds | peak RSS | baseline seconds | baseline RSS |"]
+    lines += [
+        "",
+        "| entries | command | wall s | CPU s | peak RSS | baseline wall s | CPU s | RSS |",
+    ]
     lines.insert(0, "")
     for r in results:
         if "baseline_idle" in r:
@@ -428,14 +449,18 @@ def render(results: list[dict[str, Any]]) -> list[str]:
             f"{r['stats_in_process_s'] * 1000:.0f} ms; load {r['load_before']:.1f} "
             f"→ {r['load_after']:.1f}",
         )
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for r in results:
         base = r.get("baseline_commands", {})
         for name, c in r["commands"].items():
             old = base.get(name)
-            tail = f"{old['seconds']:.2f} | {old['peak_rss_mib']:.0f} MiB" if old else "- | -"
+            tail = (
+                f"{old['seconds']:.2f} | {old['cpu_s']:.2f} | {old['peak_rss_mib']:.0f} MiB"
+                if old
+                else "- | - | -"
+            )
             lines.append(
-                f"| {r['entries']:,} | `cache {name}` | {c['seconds']:.2f} "
+                f"| {r['entries']:,} | `cache {name}` | {c['seconds']:.2f} | {c['cpu_s']:.2f} "
                 f"| {c['peak_rss_mib']:.0f} MiB | {tail} |"
             )
     return lines
