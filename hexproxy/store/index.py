@@ -147,16 +147,11 @@ class EntryIndex:
             db = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            # Every statement is idempotent, so workers opening a new index at once agree
-            # (executescript commits on its own: it cannot join the transaction below).
-            db.executescript(_SCHEMA_SQL)
-            with _transaction(db):
-                db.executemany(
-                    "INSERT OR IGNORE INTO totals (kind) VALUES (?)", [(k.value,) for k in Kind]
-                )
-                db.execute("INSERT OR IGNORE INTO state VALUES ('schema', ?)", (SCHEMA,))
+            try:
+                _prepare(db)
+            except BaseException:
+                db.close()
+                raise
             self._db = db
         return self._db
 
@@ -333,6 +328,17 @@ class EntryIndex:
             if len(page) < BATCH:
                 return
             seen = (str(page[-1][1]), str(page[-1][7]))
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    # Every statement is idempotent, so workers opening a new index at once agree
+    # (executescript commits on its own: it cannot join the transaction below).
+    db.executescript(_SCHEMA_SQL)
+    with _transaction(db):
+        db.executemany("INSERT OR IGNORE INTO totals (kind) VALUES (?)", [(k.value,) for k in Kind])
+        db.execute("INSERT OR IGNORE INTO state VALUES ('schema', ?)", (SCHEMA,))
 
 
 def _values(
