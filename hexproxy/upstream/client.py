@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -254,7 +254,7 @@ class Upstream:
         self._admit(host)
         url = self.url_for(key)
         started = time.monotonic()
-        try:
+        with self._translating(host, str(key)):
             async with self.session.get(
                 url, headers=headers, allow_redirects=allow_redirects
             ) as resp:
@@ -269,20 +269,6 @@ class Upstream:
                         raise NotFound(f"{key} not found upstream")
                     raise UpstreamStatus(f"upstream answered {resp.status} for {key}", resp.status)
                 yield resp
-        except HexproxyError as exc:
-            if isinstance(exc, UpstreamError):
-                self._record_failure(host, exc)
-            raise
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise self._failed(host, UpstreamTimeout(f"upstream timed out for {key}")) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise self._failed(
-                host, UpstreamUnavailable(f"cannot connect to upstream: {_reason(exc)}")
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._failed(
-                host, UpstreamUnavailable(f"upstream connection failed for {key}: {_reason(exc)}")
-            ) from None
 
     async def send(
         self,
@@ -303,7 +289,7 @@ class Upstream:
         self._admit(host)
         url = host.url.rstrip("/") + path
         what = f"{method} {host.name} {path.partition('?')[0]}"
-        try:
+        with self._translating(host, what):
             async with self.session.request(
                 method, url, headers=dict(headers), data=body or None, allow_redirects=False
             ) as resp:
@@ -315,6 +301,13 @@ class Upstream:
                 else:
                     self._succeeded(host)
                 return Sent(resp.status, resp.headers.copy(), answer)
+
+    @contextlib.contextmanager
+    def _translating(self, host: Host, what: str) -> Iterator[None]:
+        """Every way a request to ``host`` can fail becomes one typed UpstreamError, and
+        each is reported to ``host``'s breaker (``what`` names the request in messages)."""
+        try:
+            yield
         except HexproxyError as exc:
             if isinstance(exc, UpstreamError):
                 self._record_failure(host, exc)

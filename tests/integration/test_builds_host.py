@@ -37,6 +37,13 @@ def refused_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
+@pytest.fixture
+async def builds_host(aiohttp_server: Any) -> Upstream:
+    """A second fake, serving as the builds host behind /installs/*."""
+    builds = FakeHexRepo({})
+    return Upstream(builds, await aiohttp_server(builds.app()))
+
+
 async def test_a_dead_builds_host_does_not_pause_package_fetches(
     make_proxy: ProxyFactory, upstream: Upstream, refused_url: str
 ) -> None:
@@ -87,11 +94,9 @@ async def test_ready_status_page_and_metrics_show_each_breaker(
 
 
 async def test_a_dead_repository_leaves_the_builds_breaker_closed(
-    make_proxy: ProxyFactory, upstream: Upstream, aiohttp_server: Any
+    make_proxy: ProxyFactory, upstream: Upstream, builds_host: Upstream
 ) -> None:
-    builds = FakeHexRepo({})
-    builds_server = await aiohttp_server(builds.app())
-    builds_upstream = Upstream(builds, builds_server)
+    builds, builds_upstream = builds_host.repo, builds_host
     publish_csv(builds_upstream, "hex.csv", b"2.3.0," + b"a" * 128 + b",1.19.0,27\n", signed=False)
     proxy: TestClient[Any, Any] = await make_proxy(
         upstream__builds_url=builds_upstream.url,
@@ -205,11 +210,9 @@ async def test_twenty_update_checks_cost_one_attempt_per_negative_ttl(
 
 
 async def test_the_builds_host_coming_back_is_used_again(
-    make_proxy: ProxyFactory, aiohttp_server: Any, caplog: pytest.LogCaptureFixture
+    make_proxy: ProxyFactory, builds_host: Upstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    builds = FakeHexRepo({})
-    server = await aiohttp_server(builds.app())
-    builds_upstream = Upstream(builds, server)
+    builds, builds_upstream = builds_host.repo, builds_host
     publish_csv(builds_upstream, "hex.csv", b"2.3.0," + b"a" * 128 + b",1.19.0,27\n", signed=False)
     builds.fail("503")
     proxy = await make_proxy(upstream__builds_url=builds_upstream.url, cache__negative_ttl=60)
@@ -228,11 +231,9 @@ async def test_the_builds_host_coming_back_is_used_again(
 
 
 async def test_a_cached_csv_is_served_stale_without_retrying_a_dead_builds_host(
-    make_proxy: ProxyFactory, aiohttp_server: Any, installs_key: Path
+    make_proxy: ProxyFactory, builds_host: Upstream, installs_key: Path
 ) -> None:
-    builds = FakeHexRepo({})
-    server = await aiohttp_server(builds.app())
-    builds_upstream = Upstream(builds, server)
+    builds, builds_upstream = builds_host.repo, builds_host
     publish_builds_host(builds_upstream)
     proxy = await make_proxy(
         upstream__builds_url=builds_upstream.url,
@@ -257,11 +258,9 @@ async def test_a_cached_csv_is_served_stale_without_retrying_a_dead_builds_host(
 
 
 async def test_a_build_whose_fetch_fails_is_a_404_too(
-    make_proxy: ProxyFactory, aiohttp_server: Any, installs_key: Path
+    make_proxy: ProxyFactory, builds_host: Upstream, installs_key: Path
 ) -> None:
-    builds = FakeHexRepo({})
-    server = await aiohttp_server(builds.app())
-    builds_upstream = Upstream(builds, server)
+    builds, builds_upstream = builds_host.repo, builds_host
     publish_builds_host(builds_upstream)
     proxy = await make_proxy(
         upstream__builds_url=builds_upstream.url,
