@@ -323,3 +323,21 @@ async def test_cache_commands_on_an_indexed_cache_do_not_walk_it(
     # that stats and reads the sidecar of each first.
     assert run("verify")[0] == 0
     assert (walks[0], listings[0]) == (1, 0)
+
+
+async def test_a_file_removed_by_hand_leaves_the_index_when_eviction_reaches_it(
+    tmp_path: Path,
+) -> None:
+    files = FileStorage(tmp_path)
+    keys = [k for k in fill(files, 2, 3, docs=False) if k.kind.value == "tarball"]
+    files.build_index()
+    files.path(keys[0]).unlink()  # the least recently used, gone behind the index's back
+    assert inventory.indexed_stats(files.index).entries == 8  # still counted
+    evictor = evictor_for(files, max_size=inventory.indexed_stats(files.index).bytes - 1)
+    removed = await evictor.run_once()
+    assert evictor.index_builds == 0
+    assert keys[0] not in [r.key for r in files.index.least_recently_used()]
+    # The gone file freed nothing and is not reported; the next least recently used went.
+    assert [i.key for i in removed][:1] == [keys[1]]
+    assert_index_matches_files(files)
+    await evictor.stop()
