@@ -114,6 +114,10 @@ async def test_ready_fails_on_a_read_only_cache_dir(
 ) -> None:
     proxy = await make_proxy()
     assert (await proxy.get("/_hexproxy/ready")).status == 200
+    # Nothing may hold a file open inside the mount, or it cannot be undone: the evictor's
+    # lock and the index's connection are long-lived.
+    await proxy.server.app[EVICTOR].stop()
+    proxy.server.app[CACHE].storage.index.close()
     with read_only_mount(tmp_path / "cache"):
         response = await proxy.get("/_hexproxy/ready")
         assert response.status == 503
