@@ -229,8 +229,9 @@ def serve_phase(
     procs: Processes, built: Built, upstream: str, max_size: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     url, proc, ready = start_proxy(procs, built, upstream, max_size)
-    if max_size:  # the first round's evictions are not the idle cost
-        wait_until(lambda: index_bytes(built.cache) <= max_size, "the first eviction", 300)
+    if max_size:  # the first round's evictions (down to LOW_WATER) are not the idle cost
+        low = max_size * 0.9
+        wait_until(lambda: index_bytes(built.cache) <= low, "the first eviction", 600)
     time.sleep(2)
     before = index_entries(built.cache)
     cpu = tree_cpu_seconds(proc.pid)

@@ -202,9 +202,11 @@ class EntryIndex:
                 [_values(key, size, stored_at, validated_at, last_access)],
             )
 
-    def remove(self, key: CacheKey) -> None:
-        if indexable(key):
-            self._write("drop an object", "DELETE FROM entries WHERE path = ?", [(key.path,)])
+    def remove(self, *keys: CacheKey) -> None:
+        """Drop these rows, in one transaction however many."""
+        rows = [(key.path,) for key in keys if indexable(key)]
+        if rows:
+            self._write("drop objects", "DELETE FROM entries WHERE path = ?", rows)
 
     def touch(self, accessed: dict[CacheKey, float]) -> None:
         """Record when each of these was last served; O(len(accessed)), one transaction."""

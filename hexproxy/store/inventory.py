@@ -302,12 +302,15 @@ async def remove_from(store: Storage, items: Iterable[Item]) -> list[Item]:
 
 def remove(storage: FileStorage, keys: Iterable[CacheKey]) -> list[Item]:
     """Delete these objects (and sidecars); returns what was actually there."""
-    removed = []
-    for key in keys:
-        st = storage.stat(key)
-        # delete() also drops the index row of a file that is already gone.
-        if storage.delete(key) and st is not None:
-            removed.append(Item(key, st.st_size, st.st_mtime, None, None))
+    removed, gone = [], []
+    try:
+        for key in keys:
+            st = storage.stat(key)
+            if storage.unlink(key) and st is not None:
+                removed.append(Item(key, st.st_size, st.st_mtime, None, None))
+            gone.append(key)  # its row goes too, also when its file was already gone
+    finally:
+        storage.index.remove(*gone)
     return removed
 
 

@@ -142,14 +142,20 @@ class FileStorage:
     def delete(self, key: CacheKey) -> bool:
         """Remove an object and its sidecar; True if the object was there. Its index row
         goes either way: a row whose file is gone is drift to correct."""
+        try:
+            return self.unlink(key)
+        finally:
+            self.index.remove(key)
+
+    def unlink(self, key: CacheKey) -> bool:
+        """``delete`` but for the index row, for callers that drop many rows at once
+        (eviction: one transaction, not one per file). True if the object was there."""
         with contextlib.suppress(FileNotFoundError):
             self._meta_path(key).unlink()
         try:
             self.path(key).unlink()
         except FileNotFoundError:
             return False
-        finally:
-            self.index.remove(key)
         return True
 
     def iter_keys(self) -> Iterator[CacheKey]:
