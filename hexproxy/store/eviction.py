@@ -119,7 +119,7 @@ class Evictor:
         self.usage: Usage | None = None
         self.evicted = 0
         self.evicted_bytes = 0
-        self.index_builds = 0  # walks of the whole cache this process made (once, at most)
+        self.index_builds = 0  # index builds (each a walk of the cache) this process began
         self._added = 0  # bytes stored since the last measurement (an estimate)
         self._lock_fd: int | None = None  # the evictor lock, while this process holds it
         self._wake = asyncio.Event()
