@@ -1,6 +1,6 @@
 """hexproxy benchmarks: warm hits against nginx, cold-miss coalescing, memory.
 
-    python bench/run.py all        # everything; writes bench/RESULTS.md
+    python bench/run.py all        # warm, cold and memory; writes bench/RESULTS.md
     python bench/run.py warm       # warm hits only (prints the table)
     python bench/run.py cold       # 200 concurrent misses through a throttled upstream
     python bench/run.py memory     # peak RSS with 100 concurrent 12 MB downloads
@@ -19,11 +19,13 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,22 +42,30 @@ from bench.wrk import run_wrk
 SMALL = "/packages/tiny"
 MEDIUM = "/tarballs/medium-0.1.0.tar"
 BIG = "/tarballs/big-1.0.0.tar"
-TARGETS = {"small /packages/tiny": SMALL, "100 KB tarball": MEDIUM, "12 MB tarball": BIG}
+# label -> (path, bytes of incompressible content in the tarball, 0 for none)
+OBJECTS = {
+    "small /packages/tiny": (SMALL, 0),
+    "10 KB tarball": ("/tarballs/ten-1.0.0.tar", 4 * 1000),  # tar pads it to 10,240 B
+    "100 KB tarball": (MEDIUM, 100 * 1000),
+    "1 MB tarball": ("/tarballs/mega-1.0.0.tar", 1000 * 1000),
+    "12 MB tarball": (BIG, 12 * 1000 * 1000),
+}
+TARGETS = {label: path for label, (path, _) in OBJECTS.items()}
 
 
 def build_repository(workdir: Path) -> tuple[Path, Path, dict[str, bytes]]:
-    """A signed repository with the three benchmark objects, on disk as upstream lays it out."""
+    """A signed repository with the benchmark objects, on disk as upstream lays it out."""
     from hexproxy.registry import public_key_pem
     from tests.support.keys import test_private_key
     from tests.support.repo import PackageSpec, build_repo
 
     key = test_private_key()
     rng = __import__("random").Random(6)  # incompressible, yet the same every run
-    specs = [
-        PackageSpec("tiny", "1.0.0"),
-        PackageSpec("medium", "0.1.0", files={"priv/blob": rng.randbytes(100 * 1000)}),
-        PackageSpec("big", "1.0.0", files={"priv/blob": rng.randbytes(12 * 1000 * 1000)}),
-    ]
+    specs = [PackageSpec("tiny", "1.0.0")]
+    for path, size in OBJECTS.values():
+        if size:
+            name, version = path.rsplit("/", 1)[1].removesuffix(".tar").split("-")
+            specs.append(PackageSpec(name, version, files={"priv/blob": rng.randbytes(size)}))
     files = build_repo(specs, key)
     root = workdir / "repo"
     for path, data in files.items():
@@ -79,10 +89,15 @@ def upstream_counts(upstream: str) -> dict[str, int]:
 # ----- warm hits -----
 
 
-def warm_servers(procs: Processes, ctx: dict[str, Any]) -> dict[str, tuple[str, Any]]:
-    """Every server of the comparison, all running at once so rounds can interleave."""
+def warm_servers(
+    procs: Processes, ctx: dict[str, Any], args: argparse.Namespace
+) -> dict[str, tuple[str, Any]]:
+    """Every server of the comparison, all running at once so rounds can interleave:
+    nginx and hexproxy with 2 workers, plus the ``--extra`` ones."""
     servers = {"nginx": procs.nginx(ctx["root"], workers=2)}
     for workers in (2, 1):
+        if workers == 1 and "1w" not in args.extra:
+            continue
         servers[f"hexproxy-{workers}w"] = procs.hexproxy(
             upstream=ctx["upstream"],
             cache_dir=ctx["workdir"] / f"cache-warm-{workers}w",
@@ -97,13 +112,15 @@ def warm_servers(procs: Processes, ctx: dict[str, Any]) -> dict[str, tuple[str, 
             workers=2,
             source=ctx["baseline"],
         )
-    servers["bare-aiohttp-2w"] = procs.bare_aiohttp(ctx["root"] / SMALL.lstrip("/"), workers=2)
+    if "bare" in args.extra:
+        servers["bare-aiohttp-2w"] = procs.bare_aiohttp(ctx["root"] / SMALL.lstrip("/"), workers=2)
+    targets = [TARGETS[t] for t in args.targets]
     for kind, (url, _) in servers.items():
-        for path in TARGETS.values():
+        for path in targets:
             if kind.startswith("bare") and path != SMALL:
                 continue
             assert fetch(url + path) == ctx["files"][path.lstrip("/")], f"{kind} {path}"
-            # Every worker loads its in-memory copies on its first requests.
+            # Every worker loads its in-memory copies (and hot tarballs) on its first requests.
             run_wrk(url + path, connections=16, seconds=1)
     return servers
 
@@ -115,17 +132,23 @@ def _measure(url: str, pid: int, conc: int, seconds: float) -> dict[str, Any]:
     row = asdict(result)
     row["mb_per_s"] = result.mb_per_s
     row["cpu_us_per_request"] = cpu / max(result.requests, 1) * 1e6
+    row["load"] = os.getloadavg()[0]  # the machine's 1-minute load as the round ended
     return row
 
 
 def bench_warm(
     procs: Processes, ctx: dict[str, Any], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    """Rounds interleave the servers (nginx, hexproxy 2w, 1w, ...) so that a noisy
-    neighbour hurts all of them alike; each figure is the median round."""
-    servers = warm_servers(procs, ctx)
+    """Rounds interleave the servers (nginx, hexproxy 2w, ...) so that a noisy neighbour
+    hurts all of them alike. Each row is one server's median round; its ratio to nginx is
+    the median of the per-round ratios, each against nginx's run just before it (the
+    steadiest figure on a shared machine)."""
+    if "upstream" not in ctx:
+        ctx["upstream"] = procs.fake_upstream(ctx["root"])
+    servers = warm_servers(procs, ctx, args)
     rows: list[dict[str, Any]] = []
-    for label, path in TARGETS.items():
+    for label in args.targets:
+        path = TARGETS[label]
         for conc in args.concurrency:
             rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in servers}
             for _ in range(args.repeat):
@@ -133,15 +156,33 @@ def bench_warm(
                     if kind.startswith("bare") and path != SMALL:
                         continue
                     rounds[kind].append(_measure(url + path, proc.pid, conc, args.duration))
-            for kind, measured in rounds.items():
-                if not measured:
-                    continue
-                median = sorted(measured, key=lambda r: r["rps"])[len(measured) // 2]
-                row = {"server": kind, "target": label, "connections": conc, **median}
-                row["rounds_rps"] = [r["rps"] for r in measured]
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+            rows += _summarise(label, conc, rounds)
     procs.stop_all(keep="fake_upstream")
+    return rows
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _summarise(
+    label: str, conc: int, rounds: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    rows = []
+    nginx = rounds["nginx"]
+    for kind, measured in rounds.items():
+        if not measured:
+            continue
+        median = sorted(measured, key=lambda r: r["rps"])[len(measured) // 2]
+        row = {"server": kind, "target": label, "connections": conc, **median}
+        row["rounds_rps"] = [r["rps"] for r in measured]
+        row["rounds_load"] = [r["load"] for r in measured]
+        row["ratio"] = _median([m["rps"] / n["rps"] for m, n in zip(measured, nginx, strict=True)])
+        row["p99_ratio"] = _median(
+            [m["p99_ms"] / n["p99_ms"] for m, n in zip(measured, nginx, strict=True)]
+        )
+        print(json.dumps(row), flush=True)
+        rows.append(row)
     return rows
 
 
@@ -177,7 +218,9 @@ async def _cold_once(procs: Processes, ctx: dict[str, Any], workers: int) -> dic
     }
 
 
-def bench_cold(procs: Processes, ctx: dict[str, Any]) -> list[dict[str, Any]]:
+def bench_cold(
+    procs: Processes, ctx: dict[str, Any], args: argparse.Namespace
+) -> list[dict[str, Any]]:
     rows = []
     for workers in (2, 1):
         row = asyncio.run(_cold_once(procs, ctx, workers))
@@ -211,6 +254,10 @@ async def _memory(procs: Processes, ctx: dict[str, Any]) -> dict[str, Any]:
     procs.stop_all()
     print(json.dumps(out), flush=True)
     return out
+
+
+def bench_memory(procs: Processes, ctx: dict[str, Any], args: argparse.Namespace) -> Any:
+    return asyncio.run(_memory(procs, ctx))
 
 
 # ----- profile -----
@@ -270,10 +317,8 @@ def context(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="hexproxy benchmarks (loopback only)")
-    parser.add_argument(
-        "command", choices=("all", "warm", "cold", "memory", "profile", "shared", "scale")
-    )
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("command", choices=("all", *MODES, "profile", "shared", "scale"))
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds per figure")
     parser.add_argument(
         "--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[16, 128]
@@ -284,6 +329,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--memory-rate", type=float, default=50.0, help="upstream MB/s for the memory test"
     )
     parser.add_argument("--target", choices=tuple(TARGETS), default="small /packages/tiny")
+    parser.add_argument(
+        "--targets",
+        type=lambda s: [t.strip() for t in s.split(",")],
+        default=list(TARGETS),
+        help=f"warm: which objects, comma-separated (default all: {', '.join(TARGETS)})",
+    )
+    parser.add_argument(
+        "--extra",
+        type=lambda s: set(s.split(",")) - {""},
+        default=set(),
+        help="warm: also run 1w (hexproxy, 1 worker) and/or bare (bare aiohttp, 2 workers)",
+    )
     parser.add_argument("--format", default="speedscope", help="py-spy output format")
     parser.add_argument("--output", default="profile.json", help="py-spy output file")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "RESULTS.md")
@@ -293,6 +350,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="warm: also run hexproxy (2 workers) from this checkout, in the same rounds",
     )
     return parser.parse_args(argv)
+
+
+Mode = Callable[[Processes, dict[str, Any], argparse.Namespace], Any]
+# The measurements, in the order `all` runs them. Each returns what report.SECTIONS
+# renders under the same name: a new one is a function here and a renderer there.
+MODES: dict[str, Mode] = {"warm": bench_warm, "cold": bench_cold, "memory": bench_memory}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         ctx = context(Path(tmp), args)
         results: dict[str, Any] = {"args": vars(args) | {"results": str(args.results)}}
-        if args.command in ("all", "warm", "profile", "shared"):
+        results["load_before"] = os.getloadavg()
+        if args.command in ("profile", "shared"):
             ctx["upstream"] = procs.fake_upstream(ctx["root"])
         if args.command == "profile":
             profile(procs, ctx, args)
@@ -314,13 +378,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "shared":
             print("\n".join(render_shared(bench_shared(procs, ctx, TARGETS, args))))
             return 0
-        if args.command in ("all", "warm"):
-            results["warm"] = bench_warm(procs, ctx, args)
-        procs.stop_all()
-        if args.command in ("all", "cold"):
-            results["cold"] = bench_cold(procs, ctx)
-        if args.command in ("all", "memory"):
-            results["memory"] = asyncio.run(_memory(procs, ctx))
+        for name, mode in MODES.items():
+            if args.command in ("all", name):
+                results[name] = mode(procs, ctx, args)
+                procs.stop_all()
+                ctx.pop("upstream", None)
+        results["load_after"] = os.getloadavg()
         results["elapsed"] = time.time() - started
         text = report.render(results, sys.argv)
         if args.command == "all":

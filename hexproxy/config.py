@@ -35,6 +35,9 @@ log = logging.getLogger("hexproxy.config")
 
 ENV_PREFIX = "HEXPROXY_"
 CONFIG_ENV = "HEXPROXY_CONFIG"  # the config file's path, read by the CLI
+# A floor that keeps a worker's share of cache.memory_size useful: below it, a few registry
+# files would crowd out everything else.
+MIN_MEMORY_PER_WORKER = 1024 * 1024
 
 
 def default_cache_dir(env: Mapping[str, str]) -> str:
@@ -94,6 +97,9 @@ class CacheConfig:
     registry_ttl: float = 300.0
     negative_ttl: float = 60.0
     max_size: int = 0
+    # What the server holds in memory per cached object (registry files, stored-file
+    # records, hot small tarballs), for all workers together.
+    memory_size: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +222,7 @@ _SIZE_KEYS = {
     "max_tarball_size",
     "max_registry_size",
     "max_size",
+    "memory_size",
     "max_unpacked_size",
     "max_docs_size",
 }
@@ -449,6 +456,12 @@ def validate(config: Config) -> None:
     for key in ("max_tarball_size", "max_registry_size"):
         _check(getattr(upstream, key) > 0, f"[upstream] {key}", "must be greater than 0")
     _check(cache.registry_ttl >= 0, "[cache] registry_ttl", "must not be negative")
+    _check(
+        cache.memory_size >= MIN_MEMORY_PER_WORKER * server.workers,
+        "[cache] memory_size",
+        f"must be at least {server.workers}MiB (1MiB for each of the {server.workers} "
+        "workers that share it)",
+    )
     validate_hosted(config)
     _validate_orgs(config.orgs, upstream.repo_name)
     read_key_file("[upstream] public_key", upstream.public_key)

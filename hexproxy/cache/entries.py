@@ -26,10 +26,13 @@ class Memo:
     its pre-encoded answer here). It lives exactly as long as the entry: when the cache
     drops or replaces the entry, the memo goes too, so no separate table needs a bound."""
 
-    __slots__ = ("value",)
+    __slots__ = ("size", "value")
 
     def __init__(self) -> None:
         self.value: object = None
+        # Bytes the value holds that the entry does not (a hot tarball's body), counted
+        # against the cache's memory budget: tell the cache when it changes (Cache.recount).
+        self.size = 0
 
 
 class Status(enum.Enum):

@@ -1,9 +1,12 @@
-"""Verified metadata held in memory, so a hit costs no I/O.
+"""Everything this process holds per cached object, under one budget.
 
-A bound keeps a cache of the whole of hex.pm (tens of thousands of
-``/packages`` files) from taking all of RAM: past it, the entries stored (or
-revalidated) longest ago are dropped first; they are read back from disk, and
-verified again, on their next use.
+Verified registry files (body and decoded form), the records of stored files this
+process has served, and what the fast path derives from either (pre-encoded answers,
+and the bodies of hot small tarballs, on each entry's Memo) all count against
+``cache.memory_size``, divided between the workers. Past the budget, the entry used
+longest ago goes first, one at a time; it is read back from disk (and verified again)
+on its next use. Nothing is ever dropped wholesale, so a full table costs no more to
+serve from than a half-full one.
 """
 
 from __future__ import annotations
@@ -11,35 +14,88 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from ..config import Config
 from ..store.cachekey import CacheKey
-from .entries import Entry
+from .entries import Entry, StoredFile
+from .footprint import ENTRY_OVERHEAD, FILE_OVERHEAD, decoded_size
 
 MEMORY_BUDGET = 64 * 1024 * 1024
-# What an entry costs beyond its body: its metadata and the answer the fast path
-# pre-encodes and keeps on it (entries.Memo; about 600 bytes of headers). Counted at a
-# flat rate so that many tiny entries cannot exceed the budget either.
-ENTRY_OVERHEAD = 1024
+
+Held = Entry[Any] | StoredFile
+
+
+def budget_per_worker(config: Config) -> int:
+    """``cache.memory_size`` is for the whole server: each worker holds its share."""
+    return config.cache.memory_size // max(config.server.workers, 1)
 
 
 class Memory:
     def __init__(self, budget: int = MEMORY_BUDGET) -> None:
         self.budget = budget
-        # Entry[Any]: each key's kind decides its decoded type (cache.policy keeps to that).
-        self._entries: OrderedDict[CacheKey, Entry[Any]] = OrderedDict()
-        self._bytes = 0
+        # key -> (what is held, what it was counted at). Entry[Any]: each key's kind
+        # decides its decoded type (cache.policy keeps to that).
+        self._held: OrderedDict[CacheKey, tuple[Held, int]] = OrderedDict()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._held)
 
     def get(self, key: CacheKey) -> Entry[Any] | None:
-        return self._entries.get(key)
+        """The entry held for a metadata ``key``, now the most recently used."""
+        found = self._use(key)
+        return found if isinstance(found, Entry) else None
 
-    def put(self, entry: Entry[Any]) -> None:
-        self.pop(entry.key)
-        self._entries[entry.key] = entry
-        self._bytes += len(entry.body) + ENTRY_OVERHEAD
-        while self._bytes > self.budget and len(self._entries) > 1:
-            _, evicted = self._entries.popitem(last=False)
-            self._bytes -= len(evicted.body) + ENTRY_OVERHEAD
+    def file(self, key: CacheKey) -> StoredFile | None:
+        """The record held for a stored file, now the most recently used."""
+        found = self._use(key)
+        return found if isinstance(found, StoredFile) else None
+
+    def _use(self, key: CacheKey) -> Held | None:
+        held = self._held.get(key)
+        if held is None:
+            return None
+        self._held.move_to_end(key)
+        return held[0]
+
+    def put(self, item: Held) -> None:
+        old = self._held.get(item.key)
+        reused = None
+        if old is not None and isinstance(item, Entry) and isinstance(old[0], Entry):
+            # A revalidated entry keeps its decoded form: no need to estimate it again.
+            reused = old[1] - old[0].memo.size if old[0].decoded is item.decoded else None
+        self.pop(item.key)
+        cost = (reused if reused is not None else _base_cost(item)) + item.memo.size
+        self._held[item.key] = (item, cost)
+        self.bytes += cost
+        self._shrink()
+
+    def recount(self, item: Held) -> None:
+        """``item``'s memo changed size (the fast path kept or dropped a body on it)."""
+        held = self._held.get(item.key)
+        if held is None or held[0] is not item:
+            return  # already replaced or dropped: nothing of it is counted
+        cost = _base_cost(item) + item.memo.size
+        self._held[item.key] = (item, cost)
+        self.bytes += cost - held[1]
+        self._shrink()
+
+    def fits(self, size: int) -> bool:
+        """Could something of ``size`` bytes be held without evicting everything else?
+        (At most an eighth of the budget for one object.)"""
+        return size <= self.budget // 8
 
     def pop(self, key: CacheKey) -> None:
-        old = self._entries.pop(key, None)
+        old = self._held.pop(key, None)
         if old is not None:
-            self._bytes -= len(old.body) + ENTRY_OVERHEAD
+            self.bytes -= old[1]
+
+    def _shrink(self) -> None:
+        while self.bytes > self.budget and len(self._held) > 1:
+            _, (_, cost) = self._held.popitem(last=False)
+            self.bytes -= cost
+
+
+def _base_cost(item: Held) -> int:
+    if isinstance(item, StoredFile):
+        return FILE_OVERHEAD
+    return len(item.body) + ENTRY_OVERHEAD + decoded_size(item.decoded)

@@ -63,7 +63,7 @@ from .backoff import Backoff, Negative
 from .builds_host import BuildsHost
 from .entries import Answer, Counters, Entry, Status, StoredFile
 from .gate import Gate, csv_key, is_installs_csv, is_installs_signature, signature_key
-from .memory import Memory
+from .memory import Memory, budget_per_worker
 from .shared import SharedTier, shared_copy_problem
 
 log = logging.getLogger("hexproxy.cache")
@@ -102,11 +102,9 @@ class Cache:
         self.counters = Counters()
         # Every entry's decoded value has the type its key's kind decodes to (see
         # _decode); the typed getters below rely on that.
-        self._memory = Memory()
-        # One per stored file this process has served; eviction and `cache rm` forget
-        # them, so they are bounded by what is on disk (each a few hundred bytes, with the
-        # fast path's pre-encoded headers in its memo).
-        self._files: dict[CacheKey, StoredFile] = {}
+        # Registry entries and the records of stored files served (with what the fast
+        # path keeps on them), under the one budget of cache.memory_size.
+        self._memory = Memory(budget_per_worker(config))
         self._negative = Negative()
         self._backoff = Backoff(cap=config.upstream.retry_after)
         self._flights: dict[CacheKey, _Flight] = {}
@@ -497,7 +495,6 @@ class Cache:
     def forget(self, key: CacheKey) -> None:
         """Drop what this process holds for ``key`` (after an operator removed it)."""
         self._memory.pop(key)
-        self._files.pop(key, None)
         self._negative.discard(key)
         self._backoff.succeeded(key)
 
@@ -512,16 +509,25 @@ class Cache:
 
     def known_file(self, key: CacheKey) -> StoredFile | None:
         """What this process last knew of a stored file (no I/O; the caller checks it)."""
-        return self._files.get(key)
+        return self._memory.file(key)
+
+    def recount(self, held: Entry[Any] | StoredFile) -> None:
+        """What ``held`` keeps on its memo changed size: count it against the budget."""
+        self._memory.recount(held)
+
+    def memory_fits(self, size: int) -> bool:
+        """Is ``size`` bytes small enough to keep in memory for one object?"""
+        return self._memory.fits(size)
 
     async def load_stored_file(self, key: CacheKey) -> StoredFile | None:
         """The stored copy, if there is one (a stat per call, in a thread: another process
         may prune), reading (or rebuilding) its sidecar on first use."""
-        found = await asyncio.to_thread(self._stat_stored, key, self._files.get(key))
+        known = self._memory.file(key)
+        found = await asyncio.to_thread(self._stat_stored, key, known)
         if found is None:
-            self._files.pop(key, None)
-        else:
-            self._files[key] = found
+            self._memory.pop(key)
+        elif found is not known:
+            self._memory.put(found)
         return found
 
     def _stat_stored(self, key: CacheKey, known: StoredFile | None) -> StoredFile | None:

@@ -14,9 +14,14 @@ from ..hosted import Hosted
 from ..orgs import org_repos_beside
 from . import hex_api, hosted_api, hosted_ops, hosted_repo, middleware, ops, orgs, routes
 from .state import CACHE, CONFIG, ORGS, PUBLIC_KEY_PEM
+from .tally import Board
 
 
-def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
+def create_app(
+    config: Config, *, sweep_temp: bool = True, board: Board | None = None, slot: int = 0
+) -> web.Application:
+    """The app; with ``--workers N``, ``board`` holds the counters every worker shares
+    (tally.py) and ``slot`` is this worker's."""
     app = web.Application(middlewares=[middleware.errors])
     app[CONFIG] = config
     app[PUBLIC_KEY_PEM] = load_public_key_pem(config)
@@ -46,7 +51,7 @@ def create_app(config: Config, *, sweep_temp: bool = True) -> web.Application:
         app[hosted_repo.HOSTED] = Hosted.open(config)
         hosted_repo.add_routes(app)
         hosted_api.add_routes(app)
-    ops.setup(app)  # operator endpoints, request metrics, background LRU eviction
+    ops.setup(app, board, slot)  # operator endpoints, request metrics, background LRU eviction
     if config.hosted.repos:
-        hosted_ops.setup(app, app[ops.METRICS].registry)
+        hosted_ops.setup(app, app[ops.METRICS])
     return app

@@ -1,18 +1,16 @@
 """Hosted repositories on the operator side: metrics and the status page section.
 
 Package and release counts are read from each repository's current signed ``versions``
-at scrape time (one small file per repository); publishes are counted per process,
-like every other hexproxy metric.
+at scrape time (one small file per repository); publishes are counted by each worker
+and summed over the server's workers, like every other hexproxy counter (metrics.py).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from html import escape
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -20,6 +18,8 @@ from ..errors import HexproxyError
 from ..hosted import Hosted
 from .hosted_api import PUBLISHES
 from .hosted_repo import HOSTED
+from .metrics import Metrics
+from .tally import Key, Totals
 
 
 def counts(hosted: Hosted) -> dict[str, tuple[int, int]]:
@@ -35,9 +35,9 @@ def counts(hosted: Hosted) -> dict[str, tuple[int, int]]:
 
 
 class _Collector(Collector):
-    def __init__(self, hosted: Hosted, publishes: Counter[tuple[str, str]]) -> None:
+    def __init__(self, hosted: Hosted, metrics: Metrics) -> None:
         self.hosted = hosted
-        self.publishes = publishes
+        self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
         packages = GaugeMetricFamily(
@@ -51,32 +51,43 @@ class _Collector(Collector):
             releases.add_metric([name], n_releases)
         changes = CounterMetricFamily(
             "hexproxy_hosted_publishes",
-            "Changes through the API: created, replaced, reverted (this worker).",
+            "Changes through the API: created, replaced, reverted.",
             labels=["repo", "result"],
         )
-        for (repo, result), n in sorted(self.publishes.items()):
-            changes.add_metric([repo, result], n)
+        for (repo, result), n in self.metrics.totals().family("hosted_publishes"):
+            changes.add_metric([str(repo), str(result)], n)
         yield from (packages, releases, changes)
 
 
-def setup(app: web.Application, registry: CollectorRegistry) -> None:
-    """Report the hosted repositories in /_hexproxy/metrics (``registry``)."""
-    registry.register(_Collector(app[HOSTED], app[PUBLISHES]))
+def setup(app: web.Application, metrics: Metrics) -> None:
+    """Report the hosted repositories in /_hexproxy/metrics, their publishes summed over
+    the server's workers."""
+    publishes = app[PUBLISHES]
+
+    def changes() -> Iterable[tuple[Key, int]]:
+        for (repo, result), n in list(publishes.items()):
+            yield ("hosted_publishes", repo, result), n
+
+    metrics.mirror(changes)
+    metrics.registry.register(_Collector(app[HOSTED], metrics))
 
 
-def status_section(app: web.Application) -> str:
+def status_section(app: web.Application, totals: Totals) -> str:
     if HOSTED not in app:
         return ""
-    hosted, publishes = app[HOSTED], app[PUBLISHES]
+    hosted = app[HOSTED]
+    changed: dict[str, int] = {}
+    for (repo, _), n in totals.family("hosted_publishes"):
+        changed[str(repo)] = changed.get(str(repo), 0) + n
     rows = "".join(
         f"<tr><td>{escape(name)}</td><td><code>/internal/{escape(name)}/</code></td>"
         f"<td>{n_packages}</td><td>{n_releases}</td>"
-        f"<td>{sum(n for (repo, _), n in publishes.items() if repo == name)}</td>"
+        f"<td>{changed.get(name, 0)}</td>"
         f"<td><code>{escape(hosted.repos[name].fingerprint)}</code></td></tr>"
         for name, (n_packages, n_releases) in counts(hosted).items()
     )
     return (
         "<h2>Hosted repositories</h2><table><tr><th>Repository</th><th>URL</th>"
-        "<th>Packages</th><th>Releases</th><th>Changes (this worker)</th><th>Key</th></tr>"
+        "<th>Packages</th><th>Releases</th><th>Changes</th><th>Key</th></tr>"
         f"{rows}</table>"
     )

@@ -1,97 +1,137 @@
-"""What the proxy did, counted cheaply and exported in the Prometheus text format.
+"""What the proxy did, counted cheaply and summed over every worker of the server.
 
-The per-request path only increments plain ``collections.Counter`` entries
-(no locks, no label lookups); prometheus-client turns them into metric
-families when ``/_hexproxy/metrics`` is scraped, through a custom collector.
-Upstream traffic is rarer, so it uses a real prometheus-client histogram.
+Each worker counts into its own slot of memory shared by all workers (tally.py); a scrape
+or the status page, whichever worker answers it, reads every slot. Requests and upstream
+exchanges are added to the slot as they happen (one dict lookup and one add in memory).
+Counters kept by the lower layers as plain numbers (verification failures, evictions, the
+shared store's requests, hosted publishes, CPU time) are copied into the slot as
+differences, by the worker itself: each second, and before it answers a scrape. So a
+scrape sees its own worker exactly and the others as of their last second; a worker
+killed with SIGKILL loses at most its last second of those, never what was summed before.
 
-Each process has its own counters. With ``--workers N`` a scrape reaches
-one worker (the kernel picks it), so the numbers are per worker; the
-``hexproxy_worker_info`` metric names the pid so series can be told apart.
+Gauges: whole-cache values (size, entries, max_size) are the answering worker's last
+measurement of the directory they all share; each upstream host's and the shared store's
+circuit state is the answering worker's; ``process_*`` memory and file descriptors are
+summed over the live workers, ``process_cpu_seconds_total`` over every worker there was.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import contextlib
 import os
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry
 
-from .. import __version__
 from ..cache.policy import Cache
 from ..errors import UpstreamError
 from ..store.cachekey import CacheKey
 from ..store.eviction import Evictor
-from ..upstream.breaker import State
 from ..upstream.client import Host
+from .tally import Board, Key, Tally, Totals
 
 # Cache results (the X-Cache header) that mean "answered without going upstream first".
 HIT_RESULTS = frozenset({"HIT", "STALE", "REVALIDATED"})
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+SYNC_INTERVAL = 1.0  # seconds between copies of the lower layers' counters
+Source = Callable[[], Iterable[tuple[Key, int]]]
 
 
 class Traffic:
-    """Client requests, bumped by the request middleware."""
+    """Client requests: ``add`` is called for each by the middleware and the fast path."""
 
-    def __init__(self) -> None:
-        self.requests: Counter[tuple[str, int, str]] = Counter()  # (route, status, cache)
-        self.bytes: Counter[str] = Counter()  # route -> body bytes sent
-        self.packages: Counter[str] = Counter()  # package name -> requests
-        self.disconnects = 0  # clients that left in the middle of a streamed miss
+    def __init__(self, tally: Tally) -> None:
+        self.add = tally.add
         self.started = time.time()
 
-    def hit_ratio(self) -> float | None:
-        """Share of cacheable answers served from the cache; None before any."""
-        hits = misses = 0
-        for (_, _, result), n in self.requests.items():
-            if result in HIT_RESULTS:
-                hits += n
-            elif result == "MISS":
-                misses += n
-        return hits / (hits + misses) if hits + misses else None
 
-    def total(self) -> int:
-        return sum(self.requests.values())
+def hit_ratio(totals: Totals) -> float | None:
+    """Share of cacheable answers served from the cache; None before any."""
+    hits = misses = 0
+    for (_, _, result), n in totals.family("requests"):
+        if result in HIT_RESULTS:
+            hits += n
+        elif result == "MISS":
+            misses += n
+    return hits / (hits + misses) if hits + misses else None
+
+
+def requests_total(totals: Totals) -> int:
+    return sum(totals.requests.values())
 
 
 class UpstreamMetrics:
-    """The upstream client's Observer."""
+    """The upstream client's Observer: counts straight into the shared slot."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.answers: Counter[tuple[str, int]] = Counter()  # (kind, status)
-        self.failures: Counter[str] = Counter()  # error code
-        self.latency = Histogram(
-            "hexproxy_upstream_response_seconds",
-            "Time from sending a request upstream to its response headers.",
-            ["kind"],
-            registry=registry,
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
+    def __init__(self, tally: Tally) -> None:
+        self.add = tally.add
 
     def answered(self, key: CacheKey, status: int, seconds: float) -> None:
-        self.answers[(key.kind.value, status)] += 1
-        self.latency.labels(key.kind.value).observe(seconds)
+        kind = key.kind.value
+        self.add(("upstream_requests", kind, status))
+        self.add(("upstream_seconds", kind, bisect.bisect_left(LATENCY_BUCKETS, seconds)))
+        self.add(("upstream_seconds_sum_us", kind), round(seconds * 1e6))
 
     def failed(self, error: UpstreamError) -> None:
-        self.failures[type(error).__name__] += 1
+        self.add(("upstream_failures", type(error).__name__))
 
 
 class Metrics:
-    """Everything a scrape reports, for one process."""
+    """Everything a scrape reports. ``board`` is the server's (one slot per worker, this
+    one's is ``slot``); without one, this process is the whole server."""
 
-    def __init__(self, cache: Cache, evictor: Evictor) -> None:
+    def __init__(
+        self, cache: Cache, evictor: Evictor, board: Board | None = None, slot: int = 0
+    ) -> None:
         self.cache = cache
         self.evictor = evictor
+        self.board = board or Board(1)
+        self.tally = Tally(self.board, slot)
         self.registry = CollectorRegistry()
-        self.traffic = Traffic()
-        self.upstream = UpstreamMetrics(self.registry)
+        self.traffic = Traffic(self.tally)
+        self.upstream = UpstreamMetrics(self.tally)
         cache.upstream.observer = self.upstream
-        self.registry.register(_Snapshot(self))
-        ProcessCollector(registry=self.registry)
+        self._sources: list[Source] = [self._cache_counters, _process_cpu]
+        self._copied: dict[Key, int] = {}  # what each source said at the last sync
+
+    def mirror(self, source: Source) -> None:
+        """Copy a per-process counter into the shared slot: ``source()`` gives its
+        running totals, each sync adds what they grew by."""
+        self._sources.append(source)
+
+    def sync(self) -> None:
+        tally, copied = self.tally, self._copied
+        for source in self._sources:
+            for key, value in source():
+                grew = value - copied.get(key, 0)
+                copied[key] = value
+                if grew > 0:
+                    tally.add(key, grew)
+        for key, value in _process_gauges():
+            tally.set(key, value)
+
+    def totals(self) -> Totals:
+        """The whole server's counts, this worker's brought up to date first."""
+        self.sync()
+        return self.board.read()
+
+    async def syncing(self, _app: object) -> AsyncIterator[None]:
+        """cleanup_ctx: sync each SYNC_INTERVAL while the app runs, and once at the end."""
+
+        async def loop() -> None:
+            while True:
+                self.sync()
+                await asyncio.sleep(SYNC_INTERVAL)
+
+        task = asyncio.create_task(loop(), name="hexproxy metrics sync")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self.sync()
 
     def upstream_state(self, host: Host | None = None) -> str:
         """up / down / paused / offline for ``host`` (default: the repository)."""
@@ -99,155 +139,31 @@ class Metrics:
             return "offline"
         return (host or self.cache.upstream.repository).breaker.state.value
 
+    def _cache_counters(self) -> Iterable[tuple[Key, int]]:
+        counters, evictor = self.cache.counters, self.evictor
+        yield ("verification_failures",), counters.verification_failures
+        yield ("stale_served",), counters.stale_served
+        yield ("evictions",), evictor.evicted
+        yield ("evicted_bytes",), evictor.evicted_bytes
+        shared = self.cache.shared
+        if shared is not None:
+            yield ("store_bad_objects",), shared.bad_objects
+            for (op, result), n in list(shared.requests.items()):
+                yield ("store_requests", op, result), n
 
-class _Snapshot(Collector):
-    """Turns the plain counters into metric families at scrape time."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self.m = metrics
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
-    def collect(self) -> Iterator[Metric]:
-        yield from self._requests()
-        yield from self._upstream()
-        yield from self._cache()
-        yield from self._store()
-        info = GaugeMetricFamily(
-            "hexproxy_worker_info",
-            "This process; metrics are per worker.",
-            labels=["pid", "version"],
-        )
-        info.add_metric([str(os.getpid()), __version__], 1)
-        yield info
 
-    def _requests(self) -> Iterator[Metric]:
-        traffic = self.m.traffic
-        requests = CounterMetricFamily(
-            "hexproxy_requests",
-            "Client requests by route, status and cache result (X-Cache).",
-            labels=["route", "status", "cache"],
-        )
-        for (route, status, result), n in sorted(traffic.requests.items()):
-            requests.add_metric([route, str(status), result], n)
-        sent = CounterMetricFamily(
-            "hexproxy_response_bytes", "Response body bytes served, by route.", labels=["route"]
-        )
-        for route, n in sorted(traffic.bytes.items()):
-            sent.add_metric([route], n)
-        yield requests
-        yield sent
-        yield CounterMetricFamily(
-            "hexproxy_client_disconnects",
-            "Clients that left while a miss was being streamed to them.",
-            value=traffic.disconnects,
-        )
+def _process_cpu() -> Iterable[tuple[Key, int]]:
+    """This process's user and system CPU time so far, in microseconds."""
+    times = os.times()
+    yield ("process_cpu_us",), round((times.user + times.system) * 1e6)
 
-    def _upstream(self) -> Iterator[Metric]:
-        up = self.m.upstream
-        answers = CounterMetricFamily(
-            "hexproxy_upstream_requests",
-            "Requests answered by upstream, by object kind and HTTP status.",
-            labels=["kind", "status"],
-        )
-        for (kind, status), n in sorted(up.answers.items()):
-            answers.add_metric([kind, str(status)], n)
-        failures = CounterMetricFamily(
-            "hexproxy_upstream_failures",
-            "Upstream failures (timeouts, refused connections, 5xx, broken bodies), by error.",
-            labels=["error"],
-        )
-        for error, n in sorted(up.failures.items()):
-            failures.add_metric([error], n)
-        # The repository's state keeps its name and labels from before there was a
-        # breaker per host; every host, the repository included, is in the second family.
-        state = GaugeMetricFamily(
-            "hexproxy_upstream_state",
-            "1 for the repository upstream's current state (up, down, paused, offline).",
-            labels=["state"],
-        )
-        per_host = GaugeMetricFamily(
-            "hexproxy_upstream_host_state",
-            "1 for each upstream host's current state (its own circuit breaker).",
-            labels=["host", "state"],
-        )
-        names = [s.value for s in State] + ["offline"]
-        current = self.m.upstream_state()
-        for name in names:
-            state.add_metric([name], 1 if name == current else 0)
-        for host in self.m.cache.upstream.hosts:
-            current = self.m.upstream_state(host)
-            for name in names:
-                per_host.add_metric([host.name, name], 1 if name == current else 0)
-        yield from (answers, failures, state, per_host)
 
-    def _store(self) -> Iterator[Metric]:
-        shared = self.m.cache.shared
-        if shared is None:
-            return
-        requests = CounterMetricFamily(
-            "hexproxy_store_requests",
-            "Requests to the shared object store by operation and result "
-            "(ok, missing, error; skipped while its circuit is open).",
-            labels=["op", "result"],
-        )
-        errors = CounterMetricFamily(
-            "hexproxy_store_errors",
-            "Shared object store requests that failed (unreachable, timed out, refused).",
-            labels=["op"],
-        )
-        for (op, result), n in sorted(shared.requests.items()):
-            requests.add_metric([op, result], n)
-            if result == "error":
-                errors.add_metric([op], n)
-        yield requests
-        yield errors
-        yield CounterMetricFamily(
-            "hexproxy_store_bad_objects",
-            "Objects from the shared store that failed verification (never served).",
-            value=shared.bad_objects,
-        )
-        state = GaugeMetricFamily(
-            "hexproxy_store_state",
-            "1 for the shared store's circuit state (up, down, paused).",
-            labels=["state"],
-        )
-        for name in State:
-            state.add_metric([name.value], 1 if name.value == shared.state else 0)
-        yield state
-
-    def _cache(self) -> Iterator[Metric]:
-        counters, evictor = self.m.cache.counters, self.m.evictor
-        yield CounterMetricFamily(
-            "hexproxy_verification_failures",
-            "Registry files or tarballs that failed signature, origin or checksum checks.",
-            value=counters.verification_failures,
-        )
-        yield CounterMetricFamily(
-            "hexproxy_stale_served",
-            "Registry files served stale because upstream could not revalidate them.",
-            value=counters.stale_served,
-        )
-        yield CounterMetricFamily(
-            "hexproxy_evictions", "Files evicted to stay under max_size.", value=evictor.evicted
-        )
-        yield CounterMetricFamily(
-            "hexproxy_evicted_bytes",
-            "Bytes evicted to stay under max_size.",
-            value=evictor.evicted_bytes,
-        )
-        usage = evictor.usage
-        if usage is not None:
-            yield GaugeMetricFamily(
-                "hexproxy_cache_size_bytes",
-                "Bytes stored in the cache directory (measured each eviction round).",
-                value=usage.bytes,
-            )
-            yield GaugeMetricFamily(
-                "hexproxy_cache_entries",
-                "Objects stored in the cache directory.",
-                value=usage.entries,
-            )
-        yield GaugeMetricFamily(
-            "hexproxy_cache_max_size_bytes",
-            "The configured cache.max_size (0 = unlimited).",
-            value=evictor.max_size,
-        )
+def _process_gauges() -> Iterable[tuple[Key, int]]:
+    """Memory and descriptors, where /proc tells them (Linux)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        with open("/proc/self/statm", "rb") as statm:
+            yield ("~process_resident_bytes",), int(statm.read().split()[1]) * _PAGE
+        yield ("~process_open_fds",), len(os.listdir("/proc/self/fd"))

@@ -19,8 +19,10 @@ from ..store.eviction import Evictor
 from ..store.storage import FileStorage
 from ..upstream.client import Host
 from . import hosted_ops, status_page
+from .exposition import Families
 from .metrics import Metrics
 from .state import CACHE
+from .tally import Board
 
 PREFIX = "/_hexproxy"
 METRICS = web.AppKey("metrics", Metrics)
@@ -94,8 +96,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """The human status page: server-rendered, no scripts."""
-    extra = hosted_ops.status_section(request.app)
-    html = status_page.render(request.app[METRICS], request.app[EVICTOR], extra)
+    metrics = request.app[METRICS]
+    totals = metrics.totals()
+    extra = hosted_ops.status_section(request.app, totals)
+    html = status_page.render(metrics, totals, request.app[EVICTOR], extra)
     return web.Response(
         text=html,
         content_type="text/html",
@@ -109,12 +113,8 @@ async def status(request: web.Request) -> web.Response:
 def observe_requests(
     metrics: Metrics, evictor: Evictor
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """The per-request bookkeeping: a few dict increments, no I/O, no locks."""
-    requests, sent, packages = (
-        metrics.traffic.requests,
-        metrics.traffic.bytes,
-        metrics.traffic.packages,
-    )
+    """The per-request bookkeeping: a few adds in memory, no I/O, no locks."""
+    add = metrics.traffic.add
     accessed = evictor.access.accessed
 
     @web.middleware
@@ -122,17 +122,17 @@ def observe_requests(
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            requests[(_route(request), exc.status, "-")] += 1
+            add(("requests", _route(request), exc.status, "-"))
             raise
         except BaseException:
-            requests[(_route(request), 500, "-")] += 1
+            add(("requests", _route(request), 500, "-"))
             raise
         route, status = _route(request), response.status
         result = response.headers.get("X-Cache", "-")
-        requests[(route, status, result)] += 1
+        add(("requests", route, status, result))
         size = response.content_length or response.body_length
         if request.method != "HEAD" and status != 304:
-            sent[route] += size
+            add(("response_bytes", route), size)
         if status == 200 or status == 304:
             if route in FILE_ROUTES:
                 accessed(request.path)
@@ -140,7 +140,7 @@ def observe_requests(
                     evictor.stored(size)
             name = _package_name(route, request)
             if name:
-                packages[name] += 1
+                add(("packages", name))
         return response
 
     return observe
@@ -162,9 +162,10 @@ def _package_name(route: str, request: web.Request) -> str | None:
     return None
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, board: Board | None = None, slot: int = 0) -> None:
     """Operator endpoints, request counting (outermost middleware, so it sees the final
-    status) and the eviction task (started after the cache's own resources)."""
+    status) and the eviction task (started after the cache's own resources). ``board``:
+    the counters shared by every worker of the server (tally.py), ``slot`` this one's."""
     cache = app[CACHE]
     evictor = Evictor(
         cache.storage,
@@ -173,8 +174,9 @@ def setup(app: web.Application) -> None:
         forget=cache.forget,
     )
     app[EVICTOR] = evictor
-    app[METRICS] = Metrics(cache, evictor)
-    app.middlewares.insert(0, observe_requests(app[METRICS], evictor))
+    counted = app[METRICS] = Metrics(cache, evictor, board, slot)
+    counted.registry.register(Families(counted))
+    app.middlewares.insert(0, observe_requests(counted, evictor))
 
     async def eviction(_: web.Application) -> AsyncIterator[None]:
         evictor.start()
@@ -182,6 +184,7 @@ def setup(app: web.Application) -> None:
         await evictor.stop()
 
     app.cleanup_ctx.append(eviction)
+    app.cleanup_ctx.append(counted.syncing)
     app.router.add_get(f"{PREFIX}/health", health)
     app.router.add_get(f"{PREFIX}/ready", ready)
     app.router.add_get(f"{PREFIX}/metrics", metrics)

@@ -144,7 +144,7 @@ async def stream_download(
         # The client left mid-stream: an everyday event, not an error (the fetch goes on
         # for everyone else). aiohttp then finishes the exchange quietly.
         log.debug("client left during %s", download.key)
-        request.app[METRICS].traffic.disconnects += 1
+        request.app[METRICS].traffic.add(("client_disconnects",))
         return response
     await response.write_eof()
     return response

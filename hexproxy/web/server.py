@@ -3,7 +3,8 @@
 Workers each bind the listening address with SO_REUSEPORT, so the kernel spreads
 connections between them; they share the cache directory, and downloads take a
 lock file so one object is fetched once across all of them. The parent only keeps
-them running (supervisor.py).
+them running (supervisor.py) and maps, before it forks them, the memory in which they
+count together (tally.py): one slot each, adopted by the worker that replaces it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .ops import EVICTOR, METRICS
 from .requesthead import AIOHTTP_LIMITS
 from .state import CACHE
 from .supervisor import Supervisor
+from .tally import Board
 
 log = logging.getLogger("hexproxy")
 
@@ -86,6 +88,7 @@ class Running:
     listener: asyncio.Server
     connections: set[FastPathProtocol]
     access_log: AccessLog | None = None
+    fast: FastPath | None = None
 
     @property
     def port(self) -> int:
@@ -96,15 +99,20 @@ class Running:
         for connection in list(self.connections):
             if connection.inner is None and connection.transport is not None:
                 connection.transport.close()  # fast-path-only connections; aiohttp closes its own
+        if self.fast is not None:
+            await self.fast.close()
         await self.runner.cleanup()
         if self.access_log is not None:
             self.access_log.flush()
 
 
-async def start(config: Config, *, sweep_temp: bool = True) -> Running:
+async def start(
+    config: Config, *, sweep_temp: bool = True, board: Board | None = None, slot: int = 0
+) -> Running:
     """Build the app and listen: connections reach the fast path first (web/fastpath.py),
-    which hands anything but a fresh registry hit or a known tarball to aiohttp."""
-    app = create_app(config, sweep_temp=sweep_temp)
+    which hands anything but a fresh registry hit or a known tarball to aiohttp. A worker
+    counts into ``slot`` of the server's ``board``."""
+    app = create_app(config, sweep_temp=sweep_temp, board=board, slot=slot)
     json_log = config.server.log_format == "json"
     access_log = AccessLog(json_format=json_log) if config.server.access_log else None
     # aiohttp's parser limits, set to the numbers the fast path checks against.
@@ -117,6 +125,7 @@ async def start(config: Config, *, sweep_temp: bool = True) -> Running:
     assert runner.server is not None
     connections: set[FastPathProtocol] = set()
     factory: Callable[[], asyncio.Protocol] = runner.server
+    fast = None
     if config.server.fast_path:
         fast = FastPath(
             app[CACHE],
@@ -137,12 +146,19 @@ async def start(config: Config, *, sweep_temp: bool = True) -> Running:
         reuse_port=config.server.workers > 1,
         backlog=1024,
     )
-    return Running(runner, listener, connections, access_log)
+    return Running(runner, listener, connections, access_log, fast)
 
 
-async def run(config: Config, *, sweep_temp: bool = True, ready_fd: int | None = None) -> None:
+async def run(
+    config: Config,
+    *,
+    sweep_temp: bool = True,
+    ready_fd: int | None = None,
+    board: Board | None = None,
+    slot: int = 0,
+) -> None:
     """Serve until SIGTERM or SIGINT. A worker tells its parent it listens on ``ready_fd``."""
-    running = await start(config, sweep_temp=sweep_temp)
+    running = await start(config, sweep_temp=sweep_temp, board=board, slot=slot)
     log.info(
         "hexproxy (pid %d) serving http://%s (cache %s, upstream %s%s)",
         os.getpid(),
@@ -170,8 +186,9 @@ def serve(config: Config) -> int:
         asyncio.run(run(config))
         return 0
     FileStorage(config.cache_dir).prepare()  # once, before any worker writes
+    board = Board(config.server.workers)  # inherited by every worker forked below
 
-    def work(ready_fd: int) -> None:
-        asyncio.run(run(config, sweep_temp=False, ready_fd=ready_fd))
+    def work(ready_fd: int, slot: int) -> None:
+        asyncio.run(run(config, sweep_temp=False, ready_fd=ready_fd, board=board, slot=slot))
 
-    return Supervisor(config.server.workers, work).run()
+    return Supervisor(config.server.workers, work, ended=board.vacate).run()

@@ -15,7 +15,8 @@ from .. import __version__
 from ..store.eviction import Evictor
 from ..units import format_size
 from ..upstream.client import Host
-from .metrics import Metrics
+from .metrics import Metrics, hit_ratio, requests_total
+from .tally import Totals
 
 HOST_TITLES = {"repository": "repository", "builds": "builds (/installs)"}
 
@@ -36,18 +37,19 @@ td,th{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #e6e9ee}
 """
 
 
-def render(metrics: Metrics, evictor: Evictor, extra: str = "") -> str:
-    """The whole page for this worker's view of the proxy (``extra``: more sections)."""
+def render(metrics: Metrics, totals: Totals, evictor: Evictor, extra: str = "") -> str:
+    """The whole page: counts are the whole server's (``totals``), states the answering
+    worker's view (``extra``: more sections)."""
     body = "\n".join(
         [
             "<h1>hexproxy</h1>",
-            f'<p class="sub">version {escape(__version__)} · worker pid {os.getpid()} · '
+            f'<p class="sub">version {escape(__version__)} · {_workers(totals)} · '
             f"up {_duration(time.time() - metrics.traffic.started)} · "
             f"{_host_urls(metrics)}</p>",
-            _cards(metrics, evictor),
-            _top_packages(metrics),
+            _cards(metrics, totals, evictor),
+            _top_packages(totals),
             extra,
-            _failures(metrics),
+            _failures(metrics, totals),
         ]
     )
     return (
@@ -55,6 +57,12 @@ def render(metrics: Metrics, evictor: Evictor, extra: str = "") -> str:
         "<title>hexproxy status</title>"
         f"<style>{STYLE}</style></head><body>{body}</body></html>"
     )
+
+
+def _workers(totals: Totals) -> str:
+    live = len(totals.workers)
+    workers = "1 worker" if live == 1 else f"{live} workers"
+    return f"{workers}, this page from pid {os.getpid()}"
 
 
 def _host_urls(metrics: Metrics) -> str:
@@ -84,15 +92,15 @@ def _host_card(metrics: Metrics, host: Host) -> str:
     return _card(f"Upstream: {HOST_TITLES.get(host.name, host.name)}", state, detail, state)
 
 
-def _cards(metrics: Metrics, evictor: Evictor) -> str:
-    ratio = metrics.traffic.hit_ratio()
+def _cards(metrics: Metrics, totals: Totals, evictor: Evictor) -> str:
+    ratio = hit_ratio(totals)
+    sent = sum(n for _, n in totals.family("response_bytes"))
     cards = [
         *(_host_card(metrics, host) for host in metrics.cache.upstream.hosts),
         _card(
             "Hit ratio",
             "n/a" if ratio is None else f"{ratio:.1%}",
-            f"{metrics.traffic.total()} requests, "
-            f"{format_size(sum(metrics.traffic.bytes.values()))} served",
+            f"{requests_total(totals)} requests, {format_size(sent)} served",
         ),
         _size_card(evictor),
     ]
@@ -117,8 +125,9 @@ def _size_card(evictor: Evictor) -> str:
     )
 
 
-def _top_packages(metrics: Metrics, limit: int = 10) -> str:
-    top = metrics.traffic.packages.most_common(limit)
+def _top_packages(totals: Totals, limit: int = 10) -> str:
+    ranked = sorted(totals.family("packages"), key=lambda item: (-item[1], item[0]))
+    top = [(str(name), n) for (name,), n in ranked[:limit]]
     if not top:
         return '<h2>Most requested packages</h2><p class="none">No package requests yet.</p>'
     rows = "".join(f"<tr><td>{escape(name)}</td><td>{n}</td></tr>" for name, n in top)
@@ -128,10 +137,13 @@ def _top_packages(metrics: Metrics, limit: int = 10) -> str:
     )
 
 
-def _failures(metrics: Metrics) -> str:
-    counters = metrics.cache.counters
-    recent = list(reversed(counters.recent_failures or []))
-    title = f"<h2>Recent verification failures ({counters.verification_failures} in total)</h2>"
+def _failures(metrics: Metrics, totals: Totals) -> str:
+    # The count is the server's; the messages are the answering worker's own.
+    recent = list(reversed(metrics.cache.counters.recent_failures or []))
+    total = totals.value("verification_failures")
+    title = f"<h2>Recent verification failures ({total} in total)</h2>"
+    if not recent and total:
+        return title + '<p class="none">Seen by other workers: their log lines name them.</p>'
     if not recent:
         return title + '<p class="none">None: everything served has passed its checks.</p>'
     items = "".join(f"<li><code>{escape(line)}</code></li>" for line in recent)

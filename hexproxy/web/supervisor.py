@@ -8,6 +8,10 @@ is alive and ``STARTUP_FAILURES`` workers in a row failed to start, the parent g
 and exits 1, since it can keep no worker alive. SIGTERM or SIGINT stop every worker and
 then the parent, with status 0 if they all stopped cleanly.
 
+Each worker has a slot number, 0 to N-1, that its replacement takes over (the metrics
+each worker counts live in its slot: web/tally.py); ``ended(slot)`` is called once a
+worker is reaped.
+
 Workers say they are listening by writing one byte to a pipe. The parent sleeps in
 select() on those pipes and on the signal wake-up fd, so it needs no timer to notice
 anything.
@@ -36,16 +40,24 @@ STOP_TIMEOUT = 30.0  # after SIGTERM, workers still running then are killed
 class _Worker:
     pid: int
     ready_fd: int  # -1 once it said it listens (or died)
+    slot: int
     ready: bool = False
 
 
 class Supervisor:
-    """Runs ``work(ready_fd)`` in ``count`` forked children and keeps them running."""
+    """Runs ``work(ready_fd, slot)`` in ``count`` forked children and keeps them running."""
 
-    def __init__(self, count: int, work: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        count: int,
+        work: Callable[[int, int], None],
+        ended: Callable[[int], None] | None = None,
+    ) -> None:
         self.count = count
         self.work = work
+        self.ended = ended
         self.workers: dict[int, _Worker] = {}
+        self.free_slots = list(range(count - 1, -1, -1))  # popped from the end: 0 first
         self.failures = 0  # workers in a row that died before listening
         self.due: list[float] = []  # when to start each missing worker
         self.stopping = 0  # the signal that asked us to stop
@@ -123,6 +135,7 @@ class Supervisor:
         return None
 
     def _spawn(self, wake_r: int, wake_w: int) -> None:
+        slot = self.free_slots.pop()
         ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker
@@ -134,7 +147,7 @@ class Supervisor:
                 for fd in (wake_r, wake_w, ready_r, *(w.ready_fd for w in self.workers.values())):
                     if fd >= 0:
                         os.close(fd)
-                self.work(ready_w)
+                self.work(ready_w, slot)
                 code = 0
             except BaseException:
                 log.exception("worker %d crashed", os.getpid())
@@ -142,7 +155,7 @@ class Supervisor:
                 logging.shutdown()  # os._exit skips it: write the last aggregated counts
                 os._exit(code)
         os.close(ready_w)
-        self.workers[pid] = _Worker(pid, ready_r)
+        self.workers[pid] = _Worker(pid, ready_r, slot)
 
     def _heard_from(self, worker: _Worker) -> None:
         said = os.read(worker.ready_fd, 1)
@@ -166,6 +179,9 @@ class Supervisor:
                 continue
             if worker.ready_fd >= 0:
                 self._heard_from(worker)  # it may have said "ready" just before dying
+            if self.ended is not None:
+                self.ended(worker.slot)
+            self.free_slots.append(worker.slot)
             self._ended(worker, os.waitstatus_to_exitcode(status))
 
     def _ended(self, worker: _Worker, code: int) -> None:

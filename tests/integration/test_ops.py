@@ -183,6 +183,24 @@ async def test_metrics_count_exactly_the_traffic_sent(
     assert ("hexproxy_cache_size_bytes", ()) in m
 
 
+async def test_counters_copied_from_the_cache_are_added_once(
+    proxy: TestClient[Any, Any],
+) -> None:
+    # The cache's own counters reach the shared slots as differences (web/metrics.py):
+    # scraping again, or rendering the status page between, must not add them twice.
+    counters = proxy.server.app[CACHE].counters
+    counters.failure("first")
+    first = await scrape(proxy)
+    assert (await proxy.get("/_hexproxy/")).status == 200
+    second = await scrape(proxy)
+    counters.failure("second")
+    third = await scrape(proxy)
+    failures = "hexproxy_verification_failures_total"
+    assert [sample(m, failures) for m in (first, second, third)] == [1, 1, 2]
+    assert sample(third, "hexproxy_worker_requests_total", worker="0") == 3  # 2 scrapes, page
+    assert sample(third, "process_cpu_seconds_total") > 0
+
+
 async def test_metrics_show_upstream_failures_and_the_open_circuit(
     make_proxy: ProxyFactory, upstream: Upstream
 ) -> None:
