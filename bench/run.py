@@ -6,6 +6,7 @@
     python bench/run.py memory     # peak RSS with 100 concurrent 12 MB downloads
     python bench/run.py profile    # py-spy profile of one worker under wrk (small hits)
     python bench/run.py shared     # the S3 backend beside the filesystem one (needs weed)
+    python bench/run.py scale      # 10k cached entries: bench/scale.py (its flags: see there)
 
 Everything listens on 127.0.0.1 only, every step has a timeout, and every process
 started here is stopped on the way out (see procs.py). Needs ``nginx`` and ``wrk``
@@ -31,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import report
+from bench import report, scale
 from bench.clients import PeakSampler, download_many, tree_cpu_seconds, tree_rss
 from bench.procs import Processes
 from bench.shared import bench_shared
@@ -316,7 +317,7 @@ def context(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="hexproxy benchmarks (loopback only)")
-    parser.add_argument("command", choices=("all", *MODES, "profile", "shared"))
+    parser.add_argument("command", choices=("all", *MODES, "profile", "shared", "scale"))
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds per figure")
     parser.add_argument(
@@ -359,6 +360,8 @@ MODES: dict[str, Mode] = {"warm": bench_warm, "cold": bench_cold, "memory": benc
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "scale":  # its own runner and report
+        return scale.main(["--duration", str(args.duration)])
     started = time.time()
     with (
         tempfile.TemporaryDirectory(prefix="hexproxy-bench-") as tmp,

@@ -139,6 +139,7 @@ class Cache:
         await self.upstream.close()
         if self.shared is not None:
             await self.shared.close()  # lets uploads under way finish (bounded)
+        self.storage.index.close()  # last: everything above may still have stored something
 
     # ----- metadata: registry files and installer CSVs, revalidated after the TTL -----
 

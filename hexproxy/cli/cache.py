@@ -5,8 +5,10 @@ the bucket replicas share (``"s3"``; ``HEXPROXY_STORE_KIND=fs`` points a command
 the local cache directory instead). The engines (``store.inventory``,
 ``store.audit``) do the work through the Storage interface; this module turns
 flags into their inputs and their results into terminal text or, with ``--json``,
-one JSON document for scripts. Exit status: 0 done, 1 bad entries left (verify)
-or nothing to remove (rm), 2 bad input, or a store that cannot be reached.
+one JSON document for scripts (``ls --json`` writes its document one package at
+a time, so its memory does not grow with the cache). Exit status: 0 done, 1 bad
+entries left (verify) or nothing to remove (rm), 2 bad input, or a store that
+cannot be reached.
 
 They may run while servers serve from the same store: they only ever remove whole
 objects, which the servers tolerate (they fetch them again).
@@ -17,8 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
+import textwrap
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,11 +112,12 @@ def _emit(data: object) -> None:
 
 
 async def run_ls(args: argparse.Namespace, config: Config, storage: Storage) -> int:
-    listings = inventory.list_packages(await inventory.scan_store(storage), args.pattern)
+    found = await inventory.package_listings(storage, args.pattern)
     now, ttl = time.time(), config.cache.registry_ttl
     if args.json:
-        _emit({"packages": [_listing_json(p, now, ttl) for p in listings]})
+        _stream_packages(_listing_json(p, now, ttl) for p in found)
         return EXIT_OK
+    listings = list(found)
     if not listings:
         print("No cached packages" + (f" match {args.pattern!r}." if args.pattern else "."))
         return EXIT_OK
@@ -135,6 +140,18 @@ async def run_ls(args: argparse.Namespace, config: Config, storage: Storage) -> 
     total = sum(p.size for p in listings)
     print(f"\n{len(listings)} packages, {tarballs} tarballs, {format_size(total)}")
     return EXIT_OK
+
+
+def _stream_packages(packages: Iterable[dict[str, Any]]) -> None:
+    """Print ``{"packages": [...]}`` exactly as ``_emit`` would, one package at a time."""
+    out = sys.stdout
+    out.write('{\n  "packages": [')
+    separator = "\n"
+    for package in packages:
+        text = json.dumps(package, indent=2, sort_keys=True)
+        out.write(separator + textwrap.indent(text, "    "))
+        separator = ",\n"
+    out.write("]\n}\n" if separator == "\n" else "\n  ]\n}\n")
 
 
 def _listing_json(p: inventory.PackageListing, now: float, ttl: float) -> dict[str, Any]:
@@ -169,7 +186,7 @@ def _freshness(item: inventory.Item | None, now: float, ttl: float) -> str:
 
 
 async def run_stats(args: argparse.Namespace, config: Config, storage: Storage) -> int:
-    s = inventory.stats(await inventory.scan_store(storage, registry_meta=False))
+    s = await inventory.stats_of(storage)
     limit = config.cache.max_size if config.store.kind == "fs" else 0
     if args.json:
         _emit(
@@ -226,8 +243,11 @@ def _item_json(item: inventory.Item | None) -> dict[str, Any] | None:
 
 
 async def run_verify(args: argparse.Namespace, config: Config, storage: Storage) -> int:
-    # The same keys and checks as the server.
-    report = await audit.audit(storage, build_gate(config), purge=args.purge)
+    # The same keys and checks as the server; on the cache directory the keys come from
+    # a walk of the tree (what is on disk is what must be checked), without the stat and
+    # sidecar read per object that a listing makes.
+    keys = await inventory.keys_on_disk(storage)
+    report = await audit.audit(storage, build_gate(config), purge=args.purge, keys=keys)
     left = [f for f in report.bad if not f.removed]
     if args.json:
         _emit(
@@ -281,10 +301,8 @@ def _finding_json(f: audit.Finding) -> dict[str, Any]:
 
 async def run_rm(args: argparse.Namespace, config: Config, storage: Storage) -> int:
     name, _, version = args.target.partition("@")
-    listing = await inventory.scan_store(storage, registry_meta=False)
-    removed = await inventory.remove_from(
-        storage, inventory.matching(listing, name, version or None)
-    )
+    matched = await inventory.matching_in(storage, name, version or None)
+    removed = await inventory.remove_from(storage, matched)
     freed = sum(i.size for i in removed)
     if args.json:
         _emit({"removed": [_removed_json(i) for i in removed], "bytes": freed})
@@ -312,11 +330,10 @@ def _removed_json(item: inventory.Item) -> dict[str, Any]:
 async def run_prune(args: argparse.Namespace, config: Config, storage: Storage) -> int:
     # On the filesystem an object's time is its last use (the servers record it); in a
     # bucket it is when the object was stored, since hits are served from replicas' disks.
-    items = await inventory.scan_store(storage, registry_meta=False)
     if args.max_size is not None:
-        plan = inventory.plan_max_size(items, args.max_size)
+        plan = await inventory.plan_prune(storage, max_size=args.max_size)
     else:
-        plan = inventory.plan_older_than(items, time.time() - args.older_than)
+        plan = await inventory.plan_prune(storage, older_than=time.time() - args.older_than)
     if args.dry_run:
         removed = list(plan.remove)
     else:

@@ -1,8 +1,12 @@
 """What a store holds, and the operator's changes to it (rm, prune).
 
 The CLI runs this on any backend through the Storage interface (``scan_store``,
-``remove_from``): the cache directory, or the bucket replicas share. The server's
-evictor runs the synchronous ``scan``/``execute`` on its own cache directory. Both
+``remove_from``): the cache directory, or the bucket replicas share. On the cache
+directory the answers come from its entry index (``store.index``) instead of a
+walk: ``stats_of``, ``package_listings``, ``plan_prune`` and ``matching_in`` pick
+the index when the store has one, and build it first (the one walk) when it is
+missing. The server's evictor plans from the index too (``plan_indexed``) and
+removes with the synchronous ``execute``. Both
 are safe while proxies serve, because every change removes a whole object: the
 server stats a stored file on every hit and fetches it again when it has vanished,
 a file already being sent stays readable through its open descriptor, and a
@@ -18,13 +22,17 @@ this; atime is not used because ``noatime``/``relatime`` mounts, backups and
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import itertools
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import ObjectMissing
 from .cachekey import CacheKey, Kind, docs_key, package_key, tarball_key
+from .fs_backend import FsStore
+from .index import EntryIndex, IndexUnreadable, Row, Totals
 from .objects import Listed, Storage
 from .storage import FileStorage
 
@@ -70,6 +78,48 @@ async def scan_store(store: Storage, *, registry_meta: bool = True) -> list[Item
             listed = Listed(listed.key, listed.size, listed.modified, meta)
         items.append(_item(listed))
     return items
+
+
+def _item_of(row: Row) -> Item:
+    return Item(row.key, row.size, row.last_access, row.stored_at, row.validated_at)
+
+
+# ----- the index, where the store has one -----
+
+
+def indexed_totals(storage: FileStorage) -> Totals | None:
+    """The cache directory's totals from its index (O(1)); None until it has been built."""
+    index = storage.index
+    try:
+        return index.totals() if index.built() else None
+    except IndexUnreadable:
+        return None
+
+
+def _ready_index(store: Storage) -> EntryIndex | None:
+    """The store's index, built now if it has none (in a thread: the one walk); None for
+    a store without one, or an index that cannot be read (then the caller walks)."""
+    if not isinstance(store, FsStore):
+        return None
+    files = store.files
+    try:
+        if not files.index.built():
+            files.build_index()
+        return files.index if files.index.built() else None
+    except IndexUnreadable:
+        return None
+
+
+async def ready_index(store: Storage) -> EntryIndex | None:
+    return await asyncio.to_thread(_ready_index, store)
+
+
+async def keys_on_disk(store: Storage) -> list[CacheKey] | None:
+    """Every key in the cache directory by a walk of names only (what ``verify`` must
+    read); None for other stores, whose own listing is the way to learn them."""
+    if not isinstance(store, FsStore):
+        return None
+    return await asyncio.to_thread(lambda: list(store.files.iter_keys()))
 
 
 def _item(listed: Listed) -> Item:
@@ -125,6 +175,29 @@ def _version_order(item: Item) -> tuple[tuple[int, ...], str]:
     return parts, item.key.version
 
 
+def indexed_packages(index: EntryIndex, pattern: str | None = None) -> Iterator[PackageListing]:
+    """``list_packages`` from the index, one package at a time: constant memory."""
+    rows = index.packages()
+    for name, group in itertools.groupby(rows, key=lambda r: r.key.name):
+        if pattern and not fnmatch.fnmatchcase(name, pattern):
+            continue
+        registry, releases = None, []
+        for row in group:
+            if row.key.kind is Kind.PACKAGE:
+                registry = _item_of(row)
+            else:
+                releases.append(_item_of(row))
+        yield PackageListing(name, registry, tuple(sorted(releases, key=_version_order)))
+
+
+async def package_listings(store: Storage, pattern: str | None = None) -> Iterator[PackageListing]:
+    """What ``ls`` shows: streamed from the index where there is one, else from a scan."""
+    index = await ready_index(store)
+    if index is not None:
+        return indexed_packages(index, pattern)
+    return iter(list_packages(await scan_store(store), pattern))
+
+
 # ----- stats -----
 
 
@@ -163,6 +236,27 @@ def stats(items: Iterable[Item]) -> Stats:
     )
 
 
+def indexed_stats(index: EntryIndex) -> Stats:
+    """``stats`` from the index: its running totals and two ordered lookups."""
+    totals = index.totals()
+    oldest, newest = index.oldest_and_newest()
+    return Stats(
+        entries=totals.entries,
+        bytes=totals.bytes,
+        evictable_bytes=totals.evictable_bytes,
+        by_kind={k: KindStats(n, b) for k, (n, b) in sorted(totals.by_kind.items())},
+        oldest=_item_of(oldest) if oldest else None,
+        newest=_item_of(newest) if newest else None,
+    )
+
+
+async def stats_of(store: Storage) -> Stats:
+    index = await ready_index(store)
+    if index is not None:
+        return await asyncio.to_thread(indexed_stats, index)
+    return stats(await scan_store(store, registry_meta=False))
+
+
 def _stored_time(item: Item) -> float:
     return item.stored_at if item.stored_at is not None else item.last_access
 
@@ -184,6 +278,16 @@ def matching(items: Iterable[Item], name: str, version: str | None) -> list[Item
     ]
 
 
+async def matching_in(store: Storage, name: str, version: str | None) -> list[Item]:
+    """``matching`` over the store: the index's rows for ``name`` where there is one."""
+    package_key(name)  # validate before anything is looked up
+    index = await ready_index(store)
+    if index is not None:
+        rows = await asyncio.to_thread(index.by_name, name)
+        return matching((_item_of(r) for r in rows), name, version)
+    return matching(await scan_store(store, registry_meta=False), name, version)
+
+
 async def remove_from(store: Storage, items: Iterable[Item]) -> list[Item]:
     """Delete these objects from any backend; returns those that were still there."""
     removed = []
@@ -198,13 +302,15 @@ async def remove_from(store: Storage, items: Iterable[Item]) -> list[Item]:
 
 def remove(storage: FileStorage, keys: Iterable[CacheKey]) -> list[Item]:
     """Delete these objects (and sidecars); returns what was actually there."""
-    removed = []
-    for key in keys:
-        st = storage.stat(key)
-        if st is None:
-            continue
-        if storage.delete(key):
-            removed.append(Item(key, st.st_size, st.st_mtime, None, None))
+    removed, gone = [], []
+    try:
+        for key in keys:
+            st = storage.stat(key)
+            if storage.unlink(key) and st is not None:
+                removed.append(Item(key, st.st_size, st.st_mtime, None, None))
+            gone.append(key)  # its row goes too, also when its file was already gone
+    finally:
+        storage.index.remove(*gone)
     return removed
 
 
@@ -256,6 +362,48 @@ def plan_older_than(items: Iterable[Item], cutoff: float) -> Plan:
     items = list(items)
     chosen = tuple(i for i in lru(items) if i.last_access < cutoff)
     return Plan(chosen, sum(i.size for i in items))
+
+
+def plan_indexed(storage: FileStorage, max_size: int) -> Plan:
+    """``plan_max_size`` from the index: reads only as many LRU rows as it removes."""
+    index = storage.index
+    totals = index.totals()
+    chosen: list[Item] = []
+    excess = totals.bytes - max_size
+    if excess > 0:
+        for row in index.least_recently_used():
+            chosen.append(_item_of(row))
+            excess -= row.size
+            if excess <= 0:
+                break
+    notes = []
+    if excess > 0:
+        notes.append("registry files alone exceed the limit; they are never removed")
+    return Plan(tuple(chosen), totals.bytes, totals.bytes - totals.evictable_bytes, notes)
+
+
+def plan_indexed_older_than(storage: FileStorage, cutoff: float) -> Plan:
+    index = storage.index
+    chosen = tuple(_item_of(r) for r in index.least_recently_used(before=cutoff))
+    return Plan(chosen, index.totals().bytes)
+
+
+async def plan_prune(
+    store: Storage, *, max_size: int | None = None, older_than: float | None = None
+) -> Plan:
+    """What ``prune`` removes: down to ``max_size``, or what was not used since the UNIX
+    time ``older_than``. From the index where there is one, else from a scan."""
+    index = await ready_index(store)
+    if index is not None and isinstance(store, FsStore):
+        if max_size is not None:
+            return await asyncio.to_thread(plan_indexed, store.files, max_size)
+        assert older_than is not None
+        return await asyncio.to_thread(plan_indexed_older_than, store.files, older_than)
+    items = await scan_store(store, registry_meta=False)
+    if max_size is not None:
+        return plan_max_size(items, max_size)
+    assert older_than is not None
+    return plan_older_than(items, older_than)
 
 
 def execute(storage: FileStorage, plan: Plan) -> list[Item]:

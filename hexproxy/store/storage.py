@@ -6,6 +6,10 @@ half an object. Each object has a small JSON sidecar (``<path>.meta``) with
 its digest and upstream validators; a sidecar that does not describe the body
 beside it (a crash between the two renames) is ignored, never trusted.
 
+Beside the tree, ``index.sqlite3`` lists every object (``store.index``): each
+store, revalidation and removal here updates it, so what the cache holds is
+known without walking the tree.
+
 The methods are synchronous and cheap; the async policy layer decides which
 ones to push to a thread.
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 
 from ..registry import parse_docs_filename, parse_tarball_filename
 from .cachekey import CacheKey, Kind
+from .index import INDEX_FILE, EntryIndex, Row
 from .statefiles import STATE_DIR, StateDir
 
 META_SUFFIX = ".meta"
@@ -66,6 +71,7 @@ class FileStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / TMP_DIR
+        self.index = EntryIndex(root / INDEX_FILE)  # opened on first use
         # What the workers tell each other about upstream (statefiles.py).
         self.state = StateDir(root / STATE_DIR)
 
@@ -111,7 +117,9 @@ class FileStorage:
             return None
 
     def write_meta(self, key: CacheKey, meta: Meta) -> None:
+        """Write the sidecar (every store and revalidation ends here) and index the object."""
         self._install(json.dumps(asdict(meta)).encode(), self._meta_path(key))
+        self.index.record(key, meta.size, meta.stored_at, meta.validated_at)
 
     def put(self, key: CacheKey, data: bytes, meta: Meta) -> None:
         """Store ``data`` atomically; the sidecar follows the body."""
@@ -137,7 +145,16 @@ class FileStorage:
             temp.unlink()
 
     def delete(self, key: CacheKey) -> bool:
-        """Remove an object and its sidecar; True if the object was there."""
+        """Remove an object and its sidecar; True if the object was there. Its index row
+        goes either way: a row whose file is gone is drift to correct."""
+        try:
+            return self.unlink(key)
+        finally:
+            self.index.remove(key)
+
+    def unlink(self, key: CacheKey) -> bool:
+        """``delete`` but for the index row, for callers that drop many rows at once
+        (eviction: one transaction, not one per file). True if the object was there."""
         with contextlib.suppress(FileNotFoundError):
             self._meta_path(key).unlink()
         try:
@@ -171,6 +188,21 @@ class FileStorage:
                 continue  # removed meanwhile
             meta = self.read_meta(key)
             yield key, st, meta if meta is not None and meta.size == st.st_size else None
+
+    def walk_rows(self) -> Iterator[Row]:
+        """What the index should hold, read from the files: one full walk."""
+        for key, st, meta in self.entries():
+            yield Row(
+                key,
+                st.st_size,
+                st.st_mtime,  # the last access the server recorded (see eviction)
+                meta.stored_at if meta else None,
+                meta.validated_at if meta else None,
+            )
+
+    def build_index(self) -> int:
+        """Walk the tree and make the index agree with it; returns how many objects."""
+        return self.index.build(self.walk_rows())
 
     def digest(self, key: CacheKey) -> str | None:
         """The sha256 of the stored body, read from disk; None if it is not there."""

@@ -170,6 +170,11 @@ def _tarball_problems(
     return []
 
 
+# Held for the life of the server, by design: the entry index's connection and the
+# evictor's lock. Readers of stored objects are what must come and go.
+LONG_LIVED = ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm", "evictor.lock")
+
+
 def open_files_under(root: Path) -> list[str]:
     """Files under ``root`` this process holds open (the in-process proxy's readers)."""
     found = []
@@ -178,7 +183,7 @@ def open_files_under(root: Path) -> list[str]:
             target = fd.readlink()
         except OSError:
             continue
-        if target.is_relative_to(root):
+        if target.is_relative_to(root) and target.name not in LONG_LIVED:
             found.append(str(target))
     return found
 

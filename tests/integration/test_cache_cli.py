@@ -235,6 +235,10 @@ async def test_prune_older_than(filled: Any, run: Cli, tmp_path: Path) -> None:
     old = time.time() - 40 * 86400
     for release in ("alpha-1.0.0", "gamma-0.1.0"):
         os.utime(tarball_path(cache, release), (old, old))
+    # Times set by hand reach the index only through its build (the server records its
+    # own hits there): this is a cache from a hexproxy without one.
+    for leftover in cache.glob("index.sqlite3*"):
+        leftover.unlink()
     code, out = run("prune", "--older-than", "30d")
     assert code == 0
     assert "removed tarballs/alpha/alpha-1.0.0.tar" in out

@@ -81,6 +81,7 @@ async def test_eviction_removes_least_recently_used_until_under_the_limit(
     total = cached_size(cache)
     sizes = {r: tarball(cache, r).stat().st_size for r in ORDER}
     max_size = total - sizes[ORDER[0]] // 2  # over the limit by half the oldest tarball
+    await evictor(sizer).stop()  # one evictor per cache directory: let the next one be it
 
     proxy = await make_proxy(cache__max_size=max_size)
     # Only the round below runs, so the order is deterministic; stop() lets a startup
@@ -143,6 +144,7 @@ async def test_stop_lets_a_round_that_has_begun_finish(
         return execute(*args)
 
     monkeypatch.setattr(inventory, "execute", held_execute)
+    await evictor(filler).stop()  # one evictor per cache directory: let the next one be it
     proxy = await make_proxy(cache__max_size=1)
     await wait_until(removing.is_set, "the startup round to start removing")
     stopping = asyncio.ensure_future(evictor(proxy).stop())

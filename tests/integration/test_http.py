@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
+from tests.support.cachefiles import object_files
 from tests.support.waiting import wait_until
 
 
@@ -122,7 +123,7 @@ async def test_hostile_paths_touch_nothing(
     assert response.status in (400, 404), (path, response.status)
     assert upstream.repo.requests == []
     root = proxy.app[CACHE].storage.root
-    assert [p for p in root.rglob("*") if p.is_file()] == []
+    assert object_files(root) == []
 
 
 async def test_single_flight_for_tarballs(proxy: TestClient[Any, Any], upstream: Upstream) -> None:

@@ -19,6 +19,7 @@ from hexproxy.web.server import start as start_server
 from hexproxy.web.state import ORGS
 from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import flip_byte
+from tests.support.cachefiles import object_files
 from tests.support.keys import other_private_key, test_private_key
 from tests.support.orgs import (
     ACME,
@@ -428,7 +429,7 @@ async def test_hostile_org_paths_touch_nothing(
         assert status in (400, 404) if key else status in (400, 401, 404), (path, key, status)
     assert orgs_upstream.repo.requests == []
     root = proxy.app[ORGS].storage.root
-    assert [p for p in root.rglob("*") if p.is_file()] == []
+    assert object_files(root) == []
 
 
 # ---------------------------------------------------------------------------

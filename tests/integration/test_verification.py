@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 from hexproxy.web.state import CACHE
 from tests.conftest import ProxyFactory, Upstream
 from tests.fakes.hex_repo import flip_byte
+from tests.support.cachefiles import object_files
 from tests.support.clock import later, past_backoff
 from tests.support.keys import other_private_key
 from tests.support.repo import PackageSpec, build_repo
@@ -19,11 +20,7 @@ from tests.support.user_agents import AS_HEX_2_5
 
 def cached_files(client: TestClient[Any, Any]) -> list[str]:
     root = client.app[CACHE].storage.root
-    return sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file() and "locks" not in p.parts and "state" not in p.parts
-    )
+    return [p.relative_to(root).as_posix() for p in object_files(root)]
 
 
 @pytest.mark.parametrize(
