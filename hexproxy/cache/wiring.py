@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..config import Config, load_public_key_pem, read_key_file
 from ..installs import ELIXIR_INSTALLS_PUBLIC_KEY_PEM
 from ..registry import load_public_key
-from ..store.s3 import S3Store
+from ..store.backends import open_s3
 from ..store.storage import FileStorage
 from ..upstream.client import Upstream
 from .gate import Gate
@@ -50,5 +50,5 @@ def build_cache(config: Config) -> Cache:
 def build_shared(config: Config) -> SharedTier | None:
     """The object store replicas share, if one is configured."""
     if config.store.kind == "s3":
-        return SharedTier(S3Store(config.store))
+        return SharedTier(open_s3(config.store))
     return None

@@ -30,9 +30,9 @@ from ..cache.wiring import build_gate
 from ..config import Config
 from ..errors import HexproxyError
 from ..store import audit, inventory
+from ..store.backends import open_s3
 from ..store.fs_backend import FsStore
 from ..store.objects import Storage
-from ..store.s3 import S3Store
 from ..store.storage import FileStorage
 from ..units import format_size, parse_duration, parse_size
 from .options import EXIT_FAILED, EXIT_OK, config_args, usage_error
@@ -92,7 +92,7 @@ def _guarded(run: Action) -> Callable[..., int]:
 def open_store(config: Config) -> Storage:
     """The store the configuration names (what ``cache`` commands act on)."""
     if config.store.kind == "s3":
-        return S3Store(config.store)
+        return open_s3(config.store)
     return FsStore(FileStorage(config.cache_dir))
 
 
