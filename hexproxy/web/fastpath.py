@@ -184,12 +184,22 @@ class FastPath:
 
     def _stored(self, found: StoredFile, prepared: Prepared) -> Prepared | None:
         if prepared.identity is not None:
-            if _identity(prepared.path) == prepared.identity:
+            now = _identity(prepared.path)
+            if now == prepared.identity:
                 return prepared
-            # Replaced or removed on disk (`cache rm`, eviction): the bytes held are not
-            # what the cache holds now. Drop them; aiohttp looks at the cache again.
-            self._cool(found)
-            return None
+            if now is None or now[:3] != prepared.identity[:3]:
+                # Replaced or removed on disk (`cache rm`, eviction): the bytes held are
+                # not what the cache holds now. Drop them; aiohttp looks at the cache again.
+                self._cool(found)
+                return None
+            # The same file, touched: the evictor records each access as the file's mtime.
+            # Declining would hand this connection to aiohttp for good (a keep-alive
+            # client then stays on the slow path); instead the bytes held are dropped,
+            # this answer is sent from the file, and they are read and checked again.
+            prepared = replace(prepared, body=None, identity=None, hits=0)
+            found.memo.value = prepared
+            found.memo.size = 0
+            self.cache.recount(found)
         prepared.hits += 1
         hot = prepared.hits == HOT_AFTER and prepared.size <= HOT_MAX
         if hot and self.cache.memory_fits(prepared.size):

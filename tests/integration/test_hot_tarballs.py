@@ -147,6 +147,40 @@ async def test_a_replaced_tarball_is_not_served_from_memory(pair: tuple[Running,
     assert b"Server: hexproxy" not in answer  # aiohttp looked at the cache again
 
 
+async def test_a_touched_tarball_keeps_its_connection_on_the_fast_path(
+    pair: tuple[Running, Running], upstream: Upstream
+) -> None:
+    """The evictor records each access as the file's mtime. A keep-alive client must not
+    be handed to aiohttp for good because of it (it was: a whole benchmark round went
+    to aiohttp after each flush): the answer comes from the file, and the bytes are read
+    and checked again."""
+    fast, _ = pair
+    assert fast.fast is not None
+    await heat(fast, WIDE)
+    cache = fast.runner.app[CACHE]
+    path = cache.storage.path(tarball_key("wide", "1.0.0"))
+    st = path.stat()
+    os.utime(path, (st.st_atime, st.st_mtime + 60))
+    loads, hits = fast.fast.hot_loads, fast.fast.hot_hits
+    requests = fastpath.HOT_AFTER + 4
+    reader, writer = await asyncio.open_connection("127.0.0.1", fast.port)
+    try:
+        for i in range(requests):
+            writer.write(get(WIDE))
+            answer = await read_answer(reader)
+            _, headers, body = parts(answer)
+            assert headers.get("Server") == "hexproxy", i  # the fast path answered
+            assert body == upstream.repo.files[WIDE.lstrip("/")]
+            if i == fastpath.HOT_AFTER:
+                await wait_until(
+                    lambda: fast.fast is not None and fast.fast.hot_loads > loads, "re-read"
+                )
+    finally:
+        writer.close()
+    assert fast.fast.hot_loads == loads + 1
+    assert fast.fast.hot_hits > hits  # from memory again once read
+
+
 async def test_large_tarballs_stay_on_sendfile(
     pair: tuple[Running, Running], monkeypatch: pytest.MonkeyPatch
 ) -> None:
