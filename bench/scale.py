@@ -306,40 +306,24 @@ MEASURE = (
 def cache_command(built: Built, source: Path, *argv: str) -> dict[str, Any]:
     command = [sys.executable, "-m", "hexproxy", "cache", *argv]
     command += ["--cache-dir", str(built.cache), "--public-key", str(built.pem)]
+    return _measured(command, source, timeout=3600)
+
+
+def import_floor(source: Path) -> dict[str, Any]:
+    """What any ``hexproxy`` command pays before it does anything: importing the CLI."""
+    return _measured([sys.executable, "-c", "import hexproxy.cli"], source, timeout=600)
+
+
+def _measured(command: list[str], source: Path, timeout: float) -> dict[str, Any]:
+    """Run ``command`` in ``source`` under MEASURE: exit status, wall time, peak RSS, CPU."""
     out = subprocess.run(
         [sys.executable, "-c", MEASURE, *command],
         cwd=source,
         capture_output=True,
         text=True,
         check=True,
-        timeout=3600,
+        timeout=timeout,
     ).stdout.split()
-    return _measured(out)
-
-
-def _measured(out: list[str]) -> dict[str, Any]:
-    return {
-        "exit": int(out[0]),
-        "seconds": float(out[1]),
-        "peak_rss_mib": int(out[2]) / 1024,
-        "cpu_s": float(out[3]),
-    }
-
-
-def import_floor(source: Path) -> dict[str, Any]:
-    """What any ``hexproxy`` command pays before it does anything: importing the CLI."""
-    out = subprocess.run(
-        [sys.executable, "-c", MEASURE, sys.executable, "-c", "import hexproxy.cli"],
-        cwd=source,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    ).stdout.split()
-    return _measured(out)
-
-
-def _measured(out: list[str]) -> dict[str, Any]:
     return {
         "exit": int(out[0]),
         "seconds": float(out[1]),

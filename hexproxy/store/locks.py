@@ -73,16 +73,6 @@ def release(fd: int, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def held_if_free(path: Path) -> Iterator[bool]:
-    """Hold the lock for the block if no other process does; yields whether we hold it."""
-    fd = open_lock(path)
-    try:
-        yield try_lock(fd)
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-@contextlib.contextmanager
 def held(path: Path) -> Iterator[None]:
     """Hold the lock for the block, waiting for it (call from a thread, not the loop);
     the lock file is removed when the block ends."""

@@ -48,12 +48,6 @@ class StateDir:
             return None
         return value if isinstance(value, dict) else None
 
-    def mtime_ns(self, name: str) -> int | None:
-        try:
-            return os.stat(self.path(name)).st_mtime_ns
-        except FileNotFoundError:
-            return None
-
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(name).unlink()
