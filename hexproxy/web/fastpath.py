@@ -197,9 +197,7 @@ class FastPath:
             # client then stays on the slow path); instead the bytes held are dropped,
             # this answer is sent from the file, and they are read and checked again.
             prepared = replace(prepared, body=None, identity=None, hits=0)
-            found.memo.value = prepared
-            found.memo.size = 0
-            self.cache.recount(found)
+            self._hold(found, prepared)
         prepared.hits += 1
         hot = prepared.hits == HOT_AFTER and prepared.size <= HOT_MAX
         if hot and self.cache.memory_fits(prepared.size):
@@ -216,16 +214,19 @@ class FastPath:
         if read is None or found.memo.value is not prepared:
             return  # changed meanwhile: stay on sendfile
         body, identity = read
-        found.memo.value = replace(prepared, body=body, identity=identity)
-        found.memo.size = len(body)
+        self._hold(found, replace(prepared, body=body, identity=identity))
         self.hot_loads += 1
-        self.cache.recount(found)
 
     def _cool(self, found: StoredFile) -> None:
-        found.memo.value = None
-        found.memo.size = 0
-        self.cache.recount(found)
+        self._hold(found, None)
         self.cache.forget(found.key)
+
+    def _hold(self, found: StoredFile, prepared: Prepared | None) -> None:
+        """Keep ``prepared`` on a stored file's entry; the bytes it holds (a hot
+        tarball's, if any) count against the cache's memory budget."""
+        found.memo.value = prepared
+        found.memo.size = len(prepared.body) if prepared and prepared.body is not None else 0
+        self.cache.recount(found)
 
     def record(
         self, remote: str, request: RequestHead, status: int, size: int, started: float,
