@@ -334,10 +334,11 @@ class FastPathProtocol(asyncio.Protocol):
         # read (the answer looked up with them, or None to look up again).
         self.queue: deque[_Queued] = deque()
         self.paused = False
-        self.busy = False  # a sendfile is under way; later requests wait in the queue
-        # The running sendfile task (the loop keeps only weak references to tasks).
-        # While it runs, loop.sendfile pauses reading, so pipelined requests stay bounded.
-        self.sending: asyncio.Task[None] | None = None
+        self.busy = False  # a file is being sent; later requests wait in the queue
+        self.file: _File | None = None  # the stored file being sent, after its headers
+        # A dup of the socket's fd, for the writer that sends the rest of a large file
+        # (see _send_rest); kept for the connection's life once made.
+        self.dup = -1
         self.reading_paused = False
         self.remote = "-"
         self.heads = HeadReader()
@@ -434,7 +435,8 @@ class FastPathProtocol(asyncio.Protocol):
             self.fast.hot_hits += 1
         assert self.transport is not None
         if body is None:
-            self.transport.write(out)
+            if fd < 0:
+                self.transport.write(out)  # else _send_file writes it, then the file
         elif len(body) <= _JOIN_MAX:
             self.transport.write(out + body)
         else:
@@ -444,16 +446,9 @@ class FastPathProtocol(asyncio.Protocol):
         reply = _Reply(self, request, status, size, started, prepared)
         if fd >= 0 and size > WIDE_MIN and not self.wide:
             self._widen()
-        sent = self._sendfile_now(fd, size) if fd >= 0 else size
-        if sent < 0:
-            return True  # the client is gone; the transport is closed
-        if sent < size:
-            self.busy = True
-            task = asyncio.get_running_loop().create_task(self._sendfile(fd, sent, size, reply))
-            self.sending = task
+        if fd >= 0:
+            self._send_file(out, fd, size, reply)
         else:
-            if fd >= 0:
-                os.close(fd)
             reply.finish()
         return True
 
@@ -489,22 +484,106 @@ class FastPathProtocol(asyncio.Protocol):
         elif sent < len(head) + len(body):
             transport.write(memoryview(body)[sent - len(head) :])
 
-    def _sendfile_now(self, fd: int, size: int) -> int:
-        """One non-blocking sendfile(2) straight to the socket: a small file usually goes
-        whole, with no task and no loop round trip (asyncio's sendfile costs ~80 µs of
-        bookkeeping per call). Returns bytes sent, or -1 after aborting a broken socket."""
+    def _send_file(self, head: bytes, fd: int, size: int, reply: _Reply) -> None:
+        """Headers, then a stored file with sendfile(2) straight to the socket; neither
+        loop's loop.sendfile (uvloop has none for transports; asyncio's costs ~80 µs of
+        bookkeeping per call). The file's first byte may go only after the last of the
+        headers: they are written to the socket here too (uvloop's transport would hold
+        them until the end of the loop's iteration), and if the socket does not take them
+        whole, the file waits for the transport to pass on the rest. A small file usually
+        goes whole at once, with no loop round trip; the rest of a larger one follows from
+        a writer callback (_send_rest)."""
         transport = self.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if transport is None or sock is None or transport.get_write_buffer_size():
-            return 0  # the headers are still queued: the bytes must go after them
+        assert transport is not None
+        sock_fd = transport.get_extra_info("socket").fileno()
+        file = self.file = _File(fd, size, reply)
+        written = 0
+        if not transport.get_write_buffer_size():
+            try:
+                written = os.write(sock_fd, head)
+            except (BlockingIOError, InterruptedError):
+                written = 0
+            except OSError:
+                self._drop_file()
+                return
+        if written < len(head):
+            transport.write(head[written:])
+        else:
+            self._send_some(sock_fd)
+        if self.file is None:
+            return  # failed: the connection is aborted
+        if file.offset < size:
+            self._send_rest(transport)
+        else:
+            self._end_file()
+            reply.finish()
+
+    def _send_some(self, sock_fd: int) -> None:
+        """One non-blocking sendfile(2) of what is left of the file (one call: a short
+        count means the socket is full, and another would only fail with EAGAIN)."""
+        file = self.file
+        assert file is not None
         try:
-            return os.sendfile(sock.fileno(), fd, 0, size)
-        except BlockingIOError:
-            return 0
+            sent = os.sendfile(sock_fd, file.fd, file.offset, file.size - file.offset)
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
-            os.close(fd)
-            transport.abort()
-            return -1
+            self._drop_file()  # the client is gone
+            return
+        if sent == 0:
+            self._drop_file()  # the file is shorter than the headers said
+            return
+        file.offset += sent
+
+    def _send_rest(self, transport: asyncio.Transport) -> None:
+        """The rest of a file that the socket did not take at once, from a writer callback
+        that runs whenever the socket has room, registered once for the whole file (not
+        once per partial send, as asyncio's sendfile does), on a dup of the socket's fd:
+        both loops refuse a writer on the fd a transport owns. Reading stops meanwhile,
+        so pipelined requests wait in the kernel, not in memory."""
+        self.busy = True
+        if not self.reading_paused:
+            transport.pause_reading()
+            self.reading_paused = True
+        try:
+            if self.dup < 0:
+                self.dup = os.dup(transport.get_extra_info("socket").fileno())
+            asyncio.get_running_loop().add_writer(self.dup, self._write_ready)
+        except OSError:  # out of file descriptors
+            self.busy = False
+            self._drop_file()
+
+    def _write_ready(self) -> None:
+        """The writer callback: more of the file; once it is sent, the next requests."""
+        file, transport = self.file, self.transport
+        if file is None or transport is None or transport.get_write_buffer_size():
+            return  # (the transport still passes the headers on: they go first)
+        self._send_some(self.dup)
+        if self.file is None or file.offset < file.size:
+            return  # failed (aborted), or more when the socket has room again
+        self._end_file()
+        file.reply.finish()  # closes the connection if the client asked
+        if self.transport is not None and self.reading_paused and not self.paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        self._serve()
+
+    def _end_file(self) -> None:
+        """The file's transfer is over (sent, failed or cut): its writer and fd go."""
+        file, self.file = self.file, None
+        if self.busy:
+            self.busy = False
+            asyncio.get_running_loop().remove_writer(self.dup)
+        if file is not None:
+            os.close(file.fd)
+
+    def _drop_file(self) -> None:
+        """A transfer that cannot finish: the connection is aborted, so the client sees a
+        body shorter than its Content-Length, never one that looks complete."""
+        self._end_file()
+        if self.transport is not None:
+            self.transport.abort()
+            self.transport = None  # nothing more is answered on it
 
     @staticmethod
     def _open(path: Path, size: int) -> int:
@@ -519,23 +598,6 @@ class FastPathProtocol(asyncio.Protocol):
             os.close(fd)
             return -1
         return fd
-
-    async def _sendfile(self, fd: int, offset: int, size: int, reply: _Reply) -> None:
-        try:
-            with open(fd, "rb", closefd=True) as file:  # noqa: ASYNC230 (wraps an open fd)
-                if self.transport is None:
-                    return
-                loop = asyncio.get_running_loop()
-                await loop.sendfile(self.transport, file, offset, size - offset)
-        except (OSError, RuntimeError):
-            if self.transport is not None:
-                self.transport.abort()  # the client got a short body: a broken transfer
-            return
-        finally:
-            self.busy = False
-            self.sending = None
-        reply.finish()
-        self._serve()
 
     def _hand_over(self) -> None:
         """From now on aiohttp owns this connection, starting with every byte received and
@@ -559,6 +621,10 @@ class FastPathProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.inner is not None:
             self.inner.connection_lost(exc)
+        self._end_file()  # cut mid-file: the writer and the file's fd go with it
+        if self.dup >= 0:
+            os.close(self.dup)
+            self.dup = -1
         self.transport = None
         if self.registry is not None:
             self.registry.discard(self)
@@ -574,13 +640,23 @@ class FastPathProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        if self.transport is not None and self.reading_paused:
+        if self.transport is not None and self.reading_paused and self.file is None:
             self.reading_paused = False
             self.transport.resume_reading()
         if self.inner is not None:
             self.inner.resume_writing()
         else:
             self._serve()
+
+
+@dataclass(slots=True)
+class _File:
+    """A stored file on its way to the socket, after its headers."""
+
+    fd: int
+    size: int
+    reply: _Reply
+    offset: int = 0
 
 
 class _Reply:

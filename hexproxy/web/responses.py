@@ -20,6 +20,7 @@ from .requesthead import etag_matches
 OCTET = "application/octet-stream"
 STALE_WARNING = '110 hexproxy "Response is Stale"'
 IMMUTABLE = "public, max-age=604800, immutable"
+CHUNK = 256 * 1024  # a stored file's piece, where the loop has no sendfile
 
 
 def if_none_match(request: web.BaseRequest, etag: str) -> bool:
@@ -93,11 +94,26 @@ class SendfileResponse(web.StreamResponse):
             # sendfile(2) reads the file in the kernel on the loop's thread: the one disk
             # read left on the loop, deliberately (a thread hop per chunk would cost more
             # than the page-cache read it avoids). The file is already open.
-            await loop.sendfile(transport, file, 0, self._stored.size)
+            try:
+                await loop.sendfile(transport, file, 0, self._stored.size)
+            except NotImplementedError:  # uvloop has no loop.sendfile
+                await self._write_chunks(file)
         finally:
             file.close()
         await super().write_eof()
         return writer
+
+    async def _write_chunks(self, file: BinaryIO) -> None:
+        """The file through the transport in pieces, each read in a thread, as aiohttp's
+        own FileResponse does where loop.sendfile is missing. (Hits of a known tarball
+        are the fast path's, which sends it with sendfile(2) on either loop.)"""
+        left = self._stored.size
+        while left > 0:
+            chunk = await asyncio.to_thread(file.read, min(CHUNK, left))
+            if not chunk:  # shorter than recorded: end the connection, the body short
+                raise ConnectionResetError(f"{self._stored.path} is shorter than recorded")
+            await self.write(chunk)
+            left -= len(chunk)
 
 
 async def open_stored(stored: StoredFile) -> BinaryIO | None:
