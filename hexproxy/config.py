@@ -35,6 +35,8 @@ log = logging.getLogger("hexproxy.config")
 
 ENV_PREFIX = "HEXPROXY_"
 CONFIG_ENV = "HEXPROXY_CONFIG"  # the config file's path, read by the CLI
+# What `hexproxy serve` runs its event loop on (web/server.py says why uvloop by default).
+EVENT_LOOPS = ("uvloop", "asyncio")
 # A floor that keeps a worker's share of cache.memory_size useful: below it, a few registry
 # files would crowd out everything else.
 MIN_MEMORY_PER_WORKER = 1024 * 1024
@@ -61,6 +63,7 @@ class ServerConfig:
     log_format: str = "text"
     access_log: bool = True
     fast_path: bool = True
+    event_loop: str = "uvloop"
 
     @property
     def host(self) -> str:
@@ -435,6 +438,11 @@ def validate(config: Config) -> None:
         server.log_format in ("text", "json"),
         "[server] log_format",
         f"expected text or json, got {server.log_format!r}",
+    )
+    _check(
+        server.event_loop in EVENT_LOOPS,
+        "[server] event_loop",
+        f"expected uvloop or asyncio, got {server.event_loop!r}",
     )
     _check_url("[upstream] url", upstream.url)
     _check_url("[upstream] builds_url", upstream.builds_url)

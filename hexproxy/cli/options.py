@@ -36,6 +36,7 @@ FLAG_KEYS = {
     "listen": ("server", "listen"),
     "workers": ("server", "workers"),
     "log_format": ("server", "log_format"),
+    "event_loop": ("server", "event_loop"),
 }
 
 

@@ -20,6 +20,9 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--log-format", choices=("text", "json"), help="access and server log format"
     )
+    parser.add_argument(
+        "--event-loop", metavar="LOOP", help="event loop: uvloop or asyncio (uvloop)"
+    )
     parser.set_defaults(run=run)
 
 

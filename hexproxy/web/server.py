@@ -16,10 +16,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 from ..config import Config
@@ -159,16 +160,17 @@ async def run(
 ) -> None:
     """Serve until SIGTERM or SIGINT. A worker tells its parent it listens on ``ready_fd``."""
     running = await start(config, sweep_temp=sweep_temp, board=board, slot=slot)
+    loop = asyncio.get_running_loop()
     log.info(
-        "hexproxy (pid %d) serving http://%s (cache %s, upstream %s%s)",
+        "hexproxy (pid %d) serving http://%s (cache %s, upstream %s%s, event loop %s)",
         os.getpid(),
         config.server.listen,
         config.cache.dir,
         config.upstream.url,
         ", OFFLINE" if config.upstream.offline else "",
+        type(loop).__module__.partition(".")[0],  # the loop it runs on, not the one asked for
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if ready_fd is not None:
@@ -180,15 +182,26 @@ async def run(
         await running.stop()
 
 
+def run_loop(config: Config, main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on the configured event loop. uvloop by default: a warm hit costs
+    about 11% less CPU on it (62 -> 55 µs per small registry hit, bench/README.md), the
+    loop's own work per request being most of what a hit costs. asyncio.Runner rather
+    than uvloop.run, which releases before 0.18 lack."""
+    factory = uvloop.new_event_loop if config.server.event_loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
+
+
 def serve(config: Config) -> int:
     setup_logging(config)
     if config.server.workers == 1:
-        asyncio.run(run(config))
+        run_loop(config, run(config))
         return 0
     FileStorage(config.cache_dir).prepare()  # once, before any worker writes
     board = Board(config.server.workers)  # inherited by every worker forked below
 
     def work(ready_fd: int, slot: int) -> None:
-        asyncio.run(run(config, sweep_temp=False, ready_fd=ready_fd, board=board, slot=slot))
+        main = run(config, sweep_temp=False, ready_fd=ready_fd, board=board, slot=slot)
+        run_loop(config, main)
 
     return Supervisor(config.server.workers, work, ended=board.vacate).run()

@@ -65,6 +65,7 @@ BAD = [
     ("[server]\nworkers = 0\n", "[server] workers"),
     ('[server]\nworkers = "two"\n', "[server] workers"),
     ('[server]\nlog_format = "xml"\n', "[server] log_format"),
+    ('[server]\nevent_loop = "trio"\n', "[server] event_loop: expected uvloop or asyncio"),
     ("[server]\nbogus = 1\n", "[server] bogus: unknown key"),
     ("[bogus]\nx = 1\n", "unknown section [bogus]"),
     ('[upstream]\nurl = "ftp://x"\n', "[upstream] url"),
@@ -124,6 +125,20 @@ def test_cli_config_error_is_one_line_and_exit_2(
     assert code == 2
     assert err.count("\n") == 1
     assert "[server] listen" in err
+
+
+def test_event_loop_from_the_file_the_environment_and_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert load_config(None, {}).server.event_loop == "uvloop"
+    path = write(tmp_path, '[server]\nevent_loop = "asyncio"\n')
+    assert load_config(path, {}).server.event_loop == "asyncio"
+    env = {"HEXPROXY_SERVER_EVENT_LOOP": "uvloop"}
+    assert load_config(path, env).server.event_loop == "uvloop"
+    code = main(["serve", "--event-loop", "trio", "--cache-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == "hexproxy: error: [server] event_loop: expected uvloop or asyncio, got 'trio'\n"
 
 
 def test_cli_bad_flag_is_exit_2() -> None:
