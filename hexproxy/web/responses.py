@@ -70,7 +70,8 @@ def file_headers(stored: StoredFile, status: Status) -> dict[str, str]:
 
 
 class SendfileResponse(web.StreamResponse):
-    """A stored file sent with sendfile(2): the bytes never pass through Python.
+    """A stored file sent with sendfile(2) where the loop has loop.sendfile (asyncio's):
+    the bytes never pass through Python; on uvloop, in pieces (_write_chunks).
 
     The handler opens the file (in a thread, so that a file pruned in between is a
     clean miss instead of an error here); this response closes it."""
