@@ -508,7 +508,7 @@ class FastPathProtocol(asyncio.Protocol):
                 return
         if written < len(head):
             transport.write(head[written:])
-        else:
+        elif size:
             self._send_some(sock_fd)
         if self.file is None:
             return  # failed: the connection is aborted
