@@ -148,6 +148,25 @@ async def test_a_large_file_then_pipelined_requests_in_order(
     assert connection.dup == -1 and connection.file is None  # nothing left open
 
 
+async def test_a_file_keeps_reading_paused_through_the_transports_flow_control(
+    proxy: Running, huge: dict[str, bytes]
+) -> None:
+    """The transport saying "write more" mid-file (its own buffer drained) must not let
+    the connection read further requests while the file is still being sent."""
+    reader, writer = await connect(proxy.port)
+    writer.write(get(TARBALL) + get(PACKAGE))
+    await wait_until(lambda: sending(proxy), "a file part-sent")
+    (connection,) = sending(proxy)
+    connection.pause_writing()
+    connection.resume_writing()
+    assert connection.reading_paused and connection.file is not None
+    _, body, _ = await read_answer(reader)
+    _, package, _ = await read_answer(reader)
+    writer.close()
+    assert sha(body) == sha(huge["tarballs/huge-1.0.0.tar"]) and package == huge["packages/huge"]
+    assert not connection.reading_paused  # and reading resumed once the file was sent
+
+
 async def test_a_client_gone_mid_file_costs_only_its_connection(
     proxy: Running, huge: dict[str, bytes], tmp_path: Path
 ) -> None:
@@ -237,6 +256,15 @@ async def test_serve_sends_large_files_on_either_loop(
         head, body, _ = await read_answer(reader)
         writer.close()
         assert b"Server: hexproxy" in head and sha(body) == sha(tarball)
+        # Stopped (SIGTERM) while a client is mid-file: a clean exit, the body cut short.
+        reader, writer = await connect(process.port)
+        writer.write(get(TARBALL))
+        await read_answer(reader, head_only=True)
+        await reader.readexactly(CHUNK)
+        codes = await processes.stop_all()
+        rest = await asyncio.wait_for(reader.read(), HANG_GUARD)  # to the end
+        writer.close()
+        assert CHUNK + len(rest) < len(tarball)
     finally:
         codes = await processes.stop_all()
     log = process.log_path.read_text()
