@@ -88,11 +88,21 @@ class Memory:
         old = self._held.pop(key, None)
         if old is not None:
             self.bytes -= old[1]
+            _release(old[0])
 
     def _shrink(self) -> None:
         while self.bytes > self.budget and len(self._held) > 1:
-            _, (_, cost) = self._held.popitem(last=False)
+            _, (item, cost) = self._held.popitem(last=False)
             self.bytes -= cost
+            _release(item)
+
+
+def _release(item: Held) -> None:
+    """What was derived from a dropped item goes with it, even while something (the fast
+    path's table of repeated requests) still refers to the item's memo: a memo whose value
+    is None renders nothing, and the bytes it held are no longer counted anywhere."""
+    item.memo.value = None
+    item.memo.size = 0
 
 
 def _base_cost(item: Held) -> int:

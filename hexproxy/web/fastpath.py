@@ -18,8 +18,9 @@ What it may never do:
 - decide anything: freshness, revalidation, stale answers, errors and misses are the
   policy's (cache.py), reached through aiohttp. It answers only what the cache says is a
   HIT right now, and only with 200 or 304;
-- hold memory of its own beyond small bounded maps of paths to keys and of heads: each
-  prepared answer, and a hot tarball's body, is kept on the cache entry it renders
+- hold memory of its own beyond small bounded maps of paths to keys, of heads, and of
+  heads repeated byte for byte (_Hit, which refers to an entry's memo, never its bytes):
+  each prepared answer, and a hot tarball's body, is kept on the cache entry it renders
   (entries.Memo), inside the cache's memory budget, and goes when the entry goes;
 - serve a hot tarball's bytes once the file on disk changed: each answer first checks
   that the path still names the very file the bytes were read from (one stat);
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
 import socket
 import time
@@ -39,7 +41,7 @@ from dataclasses import dataclass, replace
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, cast
 
-from ..cache.entries import Entry, Status, StoredFile
+from ..cache.entries import Entry, Memo, Status, StoredFile
 from ..cache.policy import Cache
 from ..errors import HexproxyError
 from ..store.cachekey import CacheKey, Kind, key_for_request_path
@@ -80,6 +82,7 @@ WIDE_MIN = 1024 * 1024
 HOT_AFTER = 2  # requests (GET or HEAD) of one stored file before its bytes are read
 # Bodies above this go out with one writev(2) of headers and body, not a joined copy.
 _JOIN_MAX = 16 * 1024
+_SERIALS = itertools.count(1)  # Prepared.serial: tells one prepared answer from its successor
 
 
 @dataclass(slots=True)
@@ -102,6 +105,72 @@ class Prepared:
     not_modified_headers: bytes
     etag: str
     route: str
+    serial: int  # new for every Prepared, replacements included (see _Hit)
+
+
+def _renewed(prepared: Prepared, **changes: Any) -> Prepared:
+    return replace(prepared, serial=next(_SERIALS), **changes)
+
+
+class _Hit:
+    """A request head, byte for byte, that was answered from memory, and what its answers
+    are made of. A fleet sends the same few heads over and over; with this, repeating one
+    costs a dict lookup and a few checks instead of the parse, route and cache lookup
+    (bench/README.md has the figures). It refers to the entry's Memo, never the entry or
+    its bytes: the cache clears a dropped entry's memo (cache/memory.py), so a hit on it
+    simply finds nothing and the request takes the full path."""
+
+    __slots__ = (
+        "counts", "head", "log_middle", "memo", "request", "second", "serial", "size",
+        "status", "tail", "with_body",
+    )  # fmt: skip
+
+    def __init__(self, request: RequestHead, memo: Memo, second: int) -> None:
+        self.request = request
+        self.memo = memo
+        # The second of the last full lookup: the full path runs at least once a second
+        # per head, keeping the entry's place in the cache's least-recently-used order.
+        self.second = second
+        self.serial = 0  # the Prepared the fields below were derived from
+        self.head = b""
+        self.tail = b""
+        self.with_body = False
+        self.status = 0
+        self.size = 0
+        self.log_middle = ""
+        self.counts: tuple[tuple[tuple[str | int, ...], int], ...] = ()
+
+    def derive(self, prepared: Prepared) -> bool:
+        """The parts of this head's answer from ``prepared``; False if that answer is not
+        one write of bytes held in memory (a file to send, or a body above _JOIN_MAX)."""
+        request = self.request
+        get = request.method == b"GET"
+        not_modified = bool(request.if_none_match) and etag_matches(
+            request.if_none_match, prepared.etag
+        )
+        with_body = get and not not_modified
+        if with_body and (prepared.body is None or len(prepared.body) > _JOIN_MAX):
+            return False
+        status = 304 if not_modified else 200
+        size = prepared.size if with_body else 0
+        if not_modified:
+            self.head = _NOT_MODIFIED + prepared.not_modified_headers
+        else:
+            self.head = _OK + prepared.headers
+        self.tail = b"Connection: close\r\n\r\n" if request.close else b"\r\n"
+        self.with_body, self.status, self.size = with_body, status, size
+        method, path = request.method.decode(), request.target.decode("ascii")
+        self.log_middle = f' "{method} {path}" {status} HIT {size}B '
+        counts: list[tuple[tuple[str | int, ...], int]] = [
+            (("requests", prepared.route, status, "HIT"), 1)
+        ]
+        if with_body and status == 200:
+            counts.append((("response_bytes", prepared.route), size))
+        if prepared.package is not None:
+            counts.append((("packages", prepared.package), 1))
+        self.counts = tuple(counts)
+        self.serial = prepared.serial
+        return True
 
 
 class FastPath:
@@ -122,20 +191,21 @@ class FastPath:
         self.traffic = traffic
         self._keys: dict[bytes, CacheKey] = {}  # target -> key: saves re-parsing the path
         self._heads: dict[bytes, RequestHead] = {}  # see read()
+        self.hits: dict[bytes, _Hit] = {}  # see _Hit; bounded like _heads
         self._heating: set[asyncio.Task[None]] = set()  # hot tarballs being read
         # Counted for tests and the benchmark: hot tarballs read into memory, and
         # answers sent from those bytes.
         self.hot_loads = 0
         self.hot_hits = 0
         self._date_second = 0
-        self._date = b""
+        self.date_line = b""  # for _date_second; date() brings it up to date
 
     def date(self) -> bytes:
         now = int(time.time())
         if now != self._date_second:
             self._date_second = now
-            self._date = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
-        return self._date
+            self.date_line = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self.date_line
 
     async def close(self) -> None:
         """Let hot tarballs being read finish (each is one bounded file read)."""
@@ -159,6 +229,11 @@ class FastPath:
     def lookup(self, target: bytes) -> Prepared | None:
         """The prepared answer for a fresh in-memory entry or a known stored tarball,
         else None (aiohttp decides)."""
+        found = self.find(target)
+        return None if found is None else found[1]
+
+    def find(self, target: bytes) -> tuple[Memo, Prepared] | None:
+        """``lookup``, with the memo of the entry the answer is kept on."""
         key = self._keys.get(target)
         if key is None:
             key = _key_for(target)
@@ -177,10 +252,29 @@ class FastPath:
             # The cache's own key object: the dict lookups above then match by identity.
             self._keys[target] = found.key
         if isinstance(found, StoredFile):
-            return self._stored(found, prepared)
+            stored = self._stored(found, prepared)
+            return None if stored is None else (found.memo, stored)
         if cache.clock() >= prepared.fresh_until:
             return None  # due for revalidation: the policy's
-        return prepared
+        return found.memo, prepared
+
+    def remember(self, head: bytes, request: RequestHead, memo: Memo, prepared: Prepared) -> None:
+        """``head`` (one whole request, all that was received) was just answered with
+        ``prepared``: keep it as a _Hit if its answer is bytes in memory."""
+        hit = self.hits.get(head)
+        if hit is not None and hit.memo is memo:
+            hit.second = self._date_second
+            return
+        if len(head) > REMEMBERED_HEAD:
+            return
+        if prepared.body is None and request.method == b"GET" and not request.if_none_match:
+            return  # a file to send: nothing to keep (derive would refuse it)
+        hit = _Hit(request, memo, self._date_second)
+        if not hit.derive(prepared):
+            return
+        if len(self.hits) >= MAX_HEADS and head not in self.hits:
+            del self.hits[next(iter(self.hits))]  # the oldest, one at a time
+        self.hits[head] = hit
 
     def _stored(self, found: StoredFile, prepared: Prepared) -> Prepared | None:
         if prepared.identity is not None:
@@ -196,7 +290,7 @@ class FastPath:
             # Declining would hand this connection to aiohttp for good (a keep-alive
             # client then stays on the slow path); instead the bytes held are dropped,
             # this answer is sent from the file, and they are read and checked again.
-            prepared = replace(prepared, body=None, identity=None, hits=0)
+            prepared = _renewed(prepared, body=None, identity=None, hits=0)
             self._hold(found, prepared)
         prepared.hits += 1
         hot = prepared.hits == HOT_AFTER and prepared.size <= HOT_MAX
@@ -214,7 +308,7 @@ class FastPath:
         if read is None or found.memo.value is not prepared:
             return  # changed meanwhile: stay on sendfile
         body, identity = read
-        self._hold(found, replace(prepared, body=body, identity=identity))
+        self._hold(found, _renewed(prepared, body=body, identity=identity))
         self.hot_loads += 1
 
     def _cool(self, found: StoredFile) -> None:
@@ -309,6 +403,7 @@ def _prepare(found: Entry[object] | StoredFile, ttl: float, fresh_until: float) 
         not_modified_headers=(not_modified + "Server: hexproxy\r\n").encode("latin-1"),
         etag=found.etag,
         route=_ROUTES[kind],
+        serial=next(_SERIALS),
     )
 
 
@@ -356,8 +451,58 @@ class FastPathProtocol(asyncio.Protocol):
         if self.inner is not None:
             self.inner.data_received(data)
             return
+        if not (self.buffer or self.queue or self.busy or self.paused or self.transport is None):
+            hit = self.fast.hits.get(data)
+            if hit is not None and self._repeat(hit):
+                return
         self.buffer += data
         self._serve()
+
+    def _repeat(self, hit: _Hit) -> bool:
+        """Answer a head answered from memory before (all that was received, nothing
+        before it pending), if its entry is still held and fresh; False: the full path."""
+        prepared = hit.memo.value
+        if not isinstance(prepared, Prepared):
+            return False  # dropped, or not prepared again yet
+        started = time.perf_counter()
+        fast = self.fast
+        now = time.time()
+        if int(now) != hit.second or fast.cache.clock() >= prepared.fresh_until:
+            return False  # a full lookup is due (see _Hit.second), or revalidation
+        if hit.serial != prepared.serial and not hit.derive(prepared):
+            return False
+        if prepared.identity is not None and _identity(prepared.path) != prepared.identity:
+            return False  # a hot tarball's file changed on disk: _stored decides
+        transport = self.transport
+        assert transport is not None
+        if hit.with_body:
+            assert prepared.body is not None
+            transport.write(b"".join((hit.head, fast.date_line, hit.tail, prepared.body)))
+            if prepared.path is not None:
+                fast.hot_hits += 1
+        else:
+            transport.write(b"".join((hit.head, fast.date_line, hit.tail)))
+        traffic = fast.traffic
+        if traffic is not None:
+            for key, n in hit.counts:
+                traffic.add(key, n)
+        request = hit.request
+        if prepared.path is not None and fast.accessed is not None:
+            fast.accessed(request.target.decode("ascii"))
+        access_log = fast.access_log
+        if access_log is not None:
+            seconds = time.perf_counter() - started
+            if access_log.json_format:
+                method, path = request.method.decode(), request.target.decode("ascii")
+                agent = request.user_agent.decode("ascii")
+                access_log.line(self.remote, method, path, hit.status, "HIT", hit.size,
+                                seconds, agent)  # fmt: skip
+            else:
+                access_log.repeated(self.remote, hit.log_middle, seconds, now)
+        if request.close:
+            transport.close()
+            self.transport = None
+        return True
 
     def _serve(self) -> None:
         while (
@@ -368,11 +513,13 @@ class FastPathProtocol(asyncio.Protocol):
                 end = buffer.find(b"\r\n\r\n")
                 if end >= 0 and end + 4 == len(buffer):  # one whole request: the usual read
                     request = self.fast.read(self.heads, buffer)
-                    prepared = None if request is None else self.fast.lookup(request.target)
-                    if request is None or prepared is None or not self._answer(request, prepared):
+                    found = None if request is None else self.fast.find(request.target)
+                    if request is None or found is None or not self._answer(request, found[1]):
                         self._hand_over()
                         return
                     self.buffer = b""
+                    if not self.busy:
+                        self.fast.remember(buffer, request, *found)
                     continue
                 if not buffer or not self._take_buffer() or not self.queue:
                     return  # nothing to answer yet, or handed over

@@ -8,6 +8,7 @@ import gc
 import io
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from hexproxy.web.requesthead import HeadReader
 from hexproxy.web.server import Running, start
 from hexproxy.web.state import CACHE
 from tests.conftest import Upstream
+from tests.support.clock import later
 from tests.support.keys import test_private_key as key
 from tests.support.repo import PackageSpec, build_repo
 from tests.support.waiting import wait_until
@@ -180,20 +182,31 @@ async def test_connection_close_is_honoured(running: Any) -> None:
     assert b"Server: hexproxy" in data and b"Connection: close" in data
 
 
-async def test_fast_hits_are_logged_and_counted(running: Any) -> None:
+async def test_fast_hits_are_logged_and_counted(running: Any, upstream: Upstream) -> None:
     proxy = await running()
     assert proxy.access_log is not None
     proxy.access_log.stream = io.StringIO()
     await raw(proxy.port, get("/packages/alpha"), 1)
     await raw(proxy.port, get("/packages/alpha") * 3, 3)
+    # One at a time: after the first, answered from the table of repeated heads.
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    for _ in range(3):
+        writer.write(get("/packages/alpha"))
+        await read_answer(reader)
+    writer.close()
     proxy.access_log.flush()
     lines = proxy.access_log.stream.getvalue().splitlines()
-    assert len(lines) == 4
-    assert '"GET /packages/alpha" 200 MISS' in lines[0]  # aiohttp's line, same shape
-    assert all('"GET /packages/alpha" 200 HIT' in line for line in lines[1:])
-    assert all(" INFO hexproxy.access: 127.0.0.1 " in line for line in lines)
+    assert len(lines) == 7
+    size = len(upstream.repo.files["packages/alpha"])
+    shape = (
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO hexproxy\.access: 127\.0\.0\.1 "
+        rf'"GET /packages/alpha" 200 (MISS|HIT) {size}B \d+\.\dms'
+    )
+    assert all(re.fullmatch(shape, line) for line in lines), lines  # aiohttp's shape too
+    assert [line.split()[-3] for line in lines] == ["MISS"] + ["HIT"] * 6
     totals = proxy.runner.app[METRICS].totals()
-    assert totals.value("requests", "/packages/{name}", 200, "HIT") == 3
+    assert totals.value("requests", "/packages/{name}", 200, "HIT") == 6
+    assert totals.value("response_bytes", "/packages/{name}") == 7 * size
     assert totals.value("requests", "/packages/{name}", 200, "MISS") == 1
 
 
@@ -202,9 +215,15 @@ async def test_json_access_log(running: Any) -> None:
     assert proxy.access_log is not None
     proxy.access_log.stream = io.StringIO()
     await raw(proxy.port, get("/packages/alpha") + get("/packages/alpha"), 2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    for _ in range(2):  # the second from the table of repeated heads
+        writer.write(get("/packages/alpha", "User-Agent: mix/2.5\r\n"))
+        await read_answer(reader)
+    writer.close()
     proxy.access_log.flush()
     records = [json.loads(line) for line in proxy.access_log.stream.getvalue().splitlines()]
-    assert [r["cache"] for r in records] == ["MISS", "HIT"]
+    assert [r["cache"] for r in records] == ["MISS", "HIT", "HIT", "HIT"]
+    assert [r["user_agent"] for r in records[2:]] == ["mix/2.5", "mix/2.5"]
     assert {r["path"] for r in records} == {"/packages/alpha"}
     assert all(r["status"] == 200 and r["bytes"] > 0 for r in records)
 
@@ -304,6 +323,54 @@ async def test_prepared_answers_live_and_die_with_the_cache_entry(running: Any) 
     assert gc.get_referrers(alpha) == [], "something still holds the dropped entry"
     (again,) = await raw(proxy.port, get("/packages/alpha"), 1)
     assert b"Server: hexproxy" not in again  # back through the policy, from disk
+
+
+async def test_a_repeated_head_is_never_answered_from_a_replaced_entry(
+    running: Any, upstream: Upstream
+) -> None:
+    """A head answered from memory is answered again from a table of repeated heads, but
+    only while the entry it was answered from is the one the cache holds."""
+    proxy = await running()
+    cache = proxy.runner.app[CACHE]
+    old = upstream.repo.files["packages/alpha"]
+    plain = get("/packages/alpha")
+    await raw(proxy.port, plain, 1)  # the miss, through aiohttp
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+
+        async def ask(head: bytes) -> bytes:
+            writer.write(head)
+            return await read_answer(reader)
+
+        etag = (await ask(plain)).split(b"ETag: ")[1].split(b"\r\n")[0].decode()
+        conditional = get("/packages/alpha", f"If-None-Match: {etag}\r\n")
+        assert (await ask(conditional)).startswith(b"HTTP/1.1 304")
+        assert proxy.fast is not None and {plain, conditional} <= set(proxy.fast.hits)
+        repeated = proxy.fast.hits[plain]
+        for _ in range(3):  # answered from the table: the same bytes every time
+            assert (await ask(plain)).endswith(old)
+            assert (await ask(conditional)).startswith(b"HTTP/1.1 304")
+        assert proxy.fast.hits[plain] is repeated
+
+        # Upstream publishes a new alpha; the entry's TTL runs out, and a request on
+        # another connection revalidates it: the cache now holds a new entry.
+        new = build_repo([PackageSpec("alpha", "9.0.0")], key())["packages/alpha"]
+        upstream.repo.publish("packages/alpha", new)
+        clock = cache.clock
+        later(cache, cache.config.cache.registry_ttl + 1)
+        (revalidated,) = await raw(proxy.port, plain, 1)
+        assert b"Server: hexproxy" not in revalidated and revalidated.endswith(new)
+        # Back to the present: by its own deadline the old answer would still be fresh.
+        cache.clock = clock
+
+        # The first connection, still on the fast path, sends the very same heads.
+        answer = await ask(plain)
+        assert b"Server: hexproxy" in answer and answer.endswith(new)
+        changed = await ask(conditional)  # the old ETag no longer matches
+        assert changed.startswith(b"HTTP/1.1 200") and changed.endswith(new)
+    finally:
+        writer.close()
+    assert upstream.repo.count("/packages/alpha") == 2
 
 
 def test_accepted_heads_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -154,3 +154,26 @@ def test_memory_size_is_validated(env: dict[str, str], says: str) -> None:
     assert says in raised.value.message
     assert raised.value.message.startswith("[cache] memory_size")
     assert "\n" not in raised.value.message
+
+
+def test_a_dropped_entry_takes_what_was_derived_from_it() -> None:
+    """The fast path's table of repeated heads refers to entries' memos: whatever the
+    memory drops (replaced, removed, or over the budget) must render nothing after."""
+    cost = 1000 + ENTRY_OVERHEAD
+    memory = Memory(budget=2 * cost + 100)
+    first, second = entry("a"), entry("b")
+    for held in (first, second):
+        memory.put(held)
+        held.memo.value, held.memo.size = "answer", 50
+        memory.recount(held)
+    replaced = entry("a")
+    memory.put(replaced)  # a revalidated entry: the old one's answer goes
+    assert first.memo.value is None and first.memo.size == 0
+    memory.pop(package_key("b"))  # removed
+    assert second.memo.value is None
+    third = entry("c")
+    third.memo.value = "answer"
+    memory.put(third)
+    memory.put(entry("d"))  # over the budget: the least recently used goes
+    assert memory.get(package_key("a")) is None and replaced.memo.value is None
+    assert third.memo.value == "answer"  # what is still held keeps its answer
