@@ -138,9 +138,9 @@ class _Hit:
         self.status = 0
         self.size = 0
         self.log_middle = ""
-        self.counts: tuple[tuple[tuple[str | int, ...], int], ...] = ()
+        self.counts: tuple[tuple[int, int], ...] = ()  # (Tally.counter, n)
 
-    def derive(self, prepared: Prepared) -> bool:
+    def derive(self, prepared: Prepared, traffic: Traffic | None) -> bool:
         """The parts of this head's answer from ``prepared``; False if that answer is not
         one write of bytes held in memory (a file to send, or a body above _JOIN_MAX)."""
         request = self.request
@@ -161,14 +161,15 @@ class _Hit:
         self.with_body, self.status, self.size = with_body, status, size
         method, path = request.method.decode(), request.target.decode("ascii")
         self.log_middle = f' "{method} {path}" {status} HIT {size}B '
-        counts: list[tuple[tuple[str | int, ...], int]] = [
+        keys: list[tuple[tuple[str | int, ...], int]] = [
             (("requests", prepared.route, status, "HIT"), 1)
         ]
         if with_body and status == 200:
-            counts.append((("response_bytes", prepared.route), size))
+            keys.append((("response_bytes", prepared.route), size))
         if prepared.package is not None:
-            counts.append((("packages", prepared.package), 1))
-        self.counts = tuple(counts)
+            keys.append((("packages", prepared.package), 1))
+        if traffic is not None:
+            self.counts = tuple((traffic.counter(key), n) for key, n in keys)
         self.serial = prepared.serial
         return True
 
@@ -270,7 +271,7 @@ class FastPath:
         if prepared.body is None and request.method == b"GET" and not request.if_none_match:
             return  # a file to send: nothing to keep (derive would refuse it)
         hit = _Hit(request, memo, self._date_second)
-        if not hit.derive(prepared):
+        if not hit.derive(prepared, self.traffic):
             return
         if len(self.hits) >= MAX_HEADS and head not in self.hits:
             del self.hits[next(iter(self.hits))]  # the oldest, one at a time
@@ -469,7 +470,7 @@ class FastPathProtocol(asyncio.Protocol):
         now = time.time()
         if int(now) != hit.second or fast.cache.clock() >= prepared.fresh_until:
             return False  # a full lookup is due (see _Hit.second), or revalidation
-        if hit.serial != prepared.serial and not hit.derive(prepared):
+        if hit.serial != prepared.serial and not hit.derive(prepared, fast.traffic):
             return False
         if prepared.identity is not None and _identity(prepared.path) != prepared.identity:
             return False  # a hot tarball's file changed on disk: _stored decides
@@ -484,8 +485,9 @@ class FastPathProtocol(asyncio.Protocol):
             transport.write(b"".join((hit.head, fast.date_line, hit.tail)))
         traffic = fast.traffic
         if traffic is not None:
-            for key, n in hit.counts:
-                traffic.add(key, n)
+            values = traffic.values
+            for counter, n in hit.counts:
+                values[counter] += n
         request = hit.request
         if prepared.path is not None and fast.accessed is not None:
             fast.accessed(request.target.decode("ascii"))

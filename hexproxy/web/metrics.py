@@ -45,6 +45,8 @@ class Traffic:
 
     def __init__(self, tally: Tally) -> None:
         self.add = tally.add
+        self.counter = tally.counter  # see Tally.counter
+        self.values = tally.values
         self.started = time.time()
 
 

@@ -118,6 +118,17 @@ class Tally:
             index = self._register(key)
         self._values[index] += n
 
+    def counter(self, key: Key) -> int:
+        """Where ``key`` is counted, for a caller that adds to it very often: then
+        ``values[counter(key)] += n`` is ``add(key, n)`` without the lookup. A key keeps
+        its place for the life of the slot."""
+        index = self._index.get(key)
+        return self._register(key) if index is None else index
+
+    @property
+    def values(self) -> memoryview:
+        return self._values
+
     def set(self, key: Key, value: int) -> None:
         """A gauge (``key[0]`` starts with ``~``): this worker's current value."""
         index = self._index.get(key)

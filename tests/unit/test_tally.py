@@ -87,3 +87,15 @@ def test_a_metric_with_too_many_labels_shares_one_counter_beyond_its_limit() -> 
     # A replacement knows the limit is reached.
     Tally(board, 0).add(("packages", "late"))
     assert dict(board.read().family("packages"))[(tally.OVERFLOW,)] == 101
+
+
+def test_a_counter_keeps_its_place_and_adds_like_add() -> None:
+    board = Board(1)
+    slot = Tally(board, 0)
+    key = ("requests", "/packages/{name}", 200, "HIT")
+    slot.add(("packages", "alpha"))
+    place = slot.counter(key)  # registered on first use, like add
+    assert slot.counter(key) == place and slot.counter(("packages", "alpha")) != place
+    slot.values[place] += 3
+    slot.add(key, 2)
+    assert slot.own(key) == 5 and board.read().value(*key) == 5
