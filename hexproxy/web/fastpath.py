@@ -121,8 +121,8 @@ class _Hit:
     simply finds nothing and the request takes the full path."""
 
     __slots__ = (
-        "counts", "head", "log_middle", "memo", "request", "second", "serial", "size",
-        "status", "tail", "with_body",
+        "counts", "from_file", "head", "log_middle", "memo", "request", "second", "serial",
+        "size", "status", "tail", "with_body",
     )  # fmt: skip
 
     def __init__(self, request: RequestHead, memo: Memo, second: int) -> None:
@@ -135,21 +135,26 @@ class _Hit:
         self.head = b""
         self.tail = b""
         self.with_body = False
+        self.from_file = False  # the body is a stored file's, sent with sendfile(2)
         self.status = 0
         self.size = 0
         self.log_middle = ""
         self.counts: tuple[tuple[int, int], ...] = ()  # (Tally.counter, n)
 
     def derive(self, prepared: Prepared, traffic: Traffic | None) -> bool:
-        """The parts of this head's answer from ``prepared``; False if that answer is not
-        one write of bytes held in memory (a file to send, or a body above _JOIN_MAX)."""
+        """The parts of this head's answer from ``prepared``; False if that answer is
+        neither one write of bytes in memory (up to _JOIN_MAX) nor a stored file too large
+        to become hot (a smaller one is counted towards that on the full path, _stored)."""
         request = self.request
         get = request.method == b"GET"
         not_modified = bool(request.if_none_match) and etag_matches(
             request.if_none_match, prepared.etag
         )
         with_body = get and not not_modified
-        if with_body and (prepared.body is None or len(prepared.body) > _JOIN_MAX):
+        from_file = with_body and prepared.body is None
+        if from_file and (prepared.path is None or prepared.size <= HOT_MAX):
+            return False
+        if with_body and prepared.body is not None and len(prepared.body) > _JOIN_MAX:
             return False
         status = 304 if not_modified else 200
         size = prepared.size if with_body else 0
@@ -158,7 +163,7 @@ class _Hit:
         else:
             self.head = _OK + prepared.headers
         self.tail = b"Connection: close\r\n\r\n" if request.close else b"\r\n"
-        self.with_body, self.status, self.size = with_body, status, size
+        self.with_body, self.from_file, self.status, self.size = with_body, from_file, status, size
         method, path = request.method.decode(), request.target.decode("ascii")
         self.log_middle = f' "{method} {path}" {status} HIT {size}B '
         keys: list[tuple[tuple[str | int, ...], int]] = [
@@ -268,14 +273,34 @@ class FastPath:
             return
         if len(head) > REMEMBERED_HEAD:
             return
-        if prepared.body is None and request.method == b"GET" and not request.if_none_match:
-            return  # a file to send: nothing to keep (derive would refuse it)
+        if prepared.size <= HOT_MAX and prepared.body is None and request.method == b"GET":
+            return  # a file that may become hot: the full path counts its requests
         hit = _Hit(request, memo, self._date_second)
         if not hit.derive(prepared, self.traffic):
             return
         if len(self.hits) >= MAX_HEADS and head not in self.hits:
             del self.hits[next(iter(self.hits))]  # the oldest, one at a time
         self.hits[head] = hit
+
+    def record_repeat(self, hit: _Hit, remote: str, started: float, prepared: Prepared) -> None:
+        """``record`` for a repeated head, from what its _Hit keeps."""
+        traffic = self.traffic
+        if traffic is not None:
+            values = traffic.values
+            for counter, n in hit.counts:
+                values[counter] += n
+        request = hit.request
+        if prepared.path is not None and self.accessed is not None:
+            self.accessed(request.target.decode("ascii"))
+        access_log = self.access_log
+        if access_log is not None:
+            seconds = time.perf_counter() - started
+            if access_log.json_format:
+                method, path = request.method.decode(), request.target.decode("ascii")
+                agent = request.user_agent.decode("ascii")
+                access_log.line(remote, method, path, hit.status, "HIT", hit.size, seconds, agent)
+            else:
+                access_log.repeated(remote, hit.log_middle, seconds, time.time())
 
     def _stored(self, found: StoredFile, prepared: Prepared) -> Prepared | None:
         if prepared.identity is not None:
@@ -467,8 +492,7 @@ class FastPathProtocol(asyncio.Protocol):
             return False  # dropped, or not prepared again yet
         started = time.perf_counter()
         fast = self.fast
-        now = time.time()
-        if int(now) != hit.second or fast.cache.clock() >= prepared.fresh_until:
+        if int(time.time()) != hit.second or fast.cache.clock() >= prepared.fresh_until:
             return False  # a full lookup is due (see _Hit.second), or revalidation
         if hit.serial != prepared.serial and not hit.derive(prepared, fast.traffic):
             return False
@@ -476,6 +500,16 @@ class FastPathProtocol(asyncio.Protocol):
             return False  # a hot tarball's file changed on disk: _stored decides
         transport = self.transport
         assert transport is not None
+        if hit.from_file:
+            assert prepared.path is not None
+            fd = self._open(prepared.path, prepared.size)
+            if fd < 0:
+                return False  # pruned or replaced: the full path looks again
+            if hit.size > WIDE_MIN and not self.wide:
+                self._widen()
+            reply = _Reply(self, hit.request, hit.status, hit.size, started, prepared, hit)
+            self._send_file(b"".join((hit.head, fast.date_line, hit.tail)), fd, hit.size, reply)
+            return True
         if hit.with_body:
             assert prepared.body is not None
             transport.write(b"".join((hit.head, fast.date_line, hit.tail, prepared.body)))
@@ -483,25 +517,8 @@ class FastPathProtocol(asyncio.Protocol):
                 fast.hot_hits += 1
         else:
             transport.write(b"".join((hit.head, fast.date_line, hit.tail)))
-        traffic = fast.traffic
-        if traffic is not None:
-            values = traffic.values
-            for counter, n in hit.counts:
-                values[counter] += n
-        request = hit.request
-        if prepared.path is not None and fast.accessed is not None:
-            fast.accessed(request.target.decode("ascii"))
-        access_log = fast.access_log
-        if access_log is not None:
-            seconds = time.perf_counter() - started
-            if access_log.json_format:
-                method, path = request.method.decode(), request.target.decode("ascii")
-                agent = request.user_agent.decode("ascii")
-                access_log.line(self.remote, method, path, hit.status, "HIT", hit.size,
-                                seconds, agent)  # fmt: skip
-            else:
-                access_log.repeated(self.remote, hit.log_middle, seconds, now)
-        if request.close:
+        fast.record_repeat(hit, self.remote, started, prepared)
+        if hit.request.close:
             transport.close()
             self.transport = None
         return True
@@ -520,7 +537,7 @@ class FastPathProtocol(asyncio.Protocol):
                         self._hand_over()
                         return
                     self.buffer = b""
-                    if not self.busy:
+                    if self.transport is not None:  # (not aborted: a file may still be on its way)
                         self.fast.remember(buffer, request, *found)
                     continue
                 if not buffer or not self._take_buffer() or not self.queue:
@@ -812,20 +829,25 @@ class _Reply:
     """One answer on its way: once it is sent, ``finish`` logs and counts it, and closes
     the connection if the client asked."""
 
-    __slots__ = ("prepared", "protocol", "request", "size", "started", "status")
+    __slots__ = ("hit", "prepared", "protocol", "request", "size", "started", "status")
 
     def __init__(
         self, protocol: FastPathProtocol, request: RequestHead, status: int, size: int,
-        started: float, prepared: Prepared,
+        started: float, prepared: Prepared, hit: _Hit | None = None,
     ) -> None:  # fmt: skip
         self.protocol, self.request, self.status = protocol, request, status
         self.size, self.started, self.prepared = size, started, prepared
+        self.hit = hit  # a repeated head's: counted and logged from what it keeps
 
     def finish(self) -> None:
         protocol = self.protocol
-        protocol.fast.record(
-            protocol.remote, self.request, self.status, self.size, self.started, self.prepared
-        )
+        if self.hit is not None:
+            protocol.fast.record_repeat(self.hit, protocol.remote, self.started, self.prepared)
+        else:
+            protocol.fast.record(
+                protocol.remote, self.request, self.status, self.size, self.started,
+                self.prepared,
+            )  # fmt: skip
         if self.request.close and protocol.transport is not None:
             protocol.transport.close()
             protocol.transport = None

@@ -303,6 +303,33 @@ async def test_large_tarball_sent_in_several_pieces(running: Any, upstream: Upst
     assert answers[3].endswith(big["packages/huge"])
 
 
+async def test_a_repeated_head_for_a_pruned_file_goes_back_to_the_policy(
+    running: Any, upstream: Upstream
+) -> None:
+    big = build_repo([PackageSpec("big", "1.0.0", files={"blob": os.urandom(200_000)})], key())
+    for path in ("packages/big", "tarballs/big-1.0.0.tar"):
+        upstream.repo.publish(path, big[path])
+    proxy = await running()
+    request = get("/tarballs/big-1.0.0.tar")
+    for _ in range(2):  # the miss, then aiohttp's first hit reads the sidecar
+        await raw(proxy.port, request, 1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        for _ in range(3):
+            writer.write(request)
+            answer = await read_answer(reader)
+            assert b"Server: hexproxy" in answer and answer.endswith(big["tarballs/big-1.0.0.tar"])
+        assert proxy.fast is not None and request in proxy.fast.hits  # a repeated head
+        proxy.runner.app[CACHE].storage.path(tarball_key("big", "1.0.0")).unlink()
+        writer.write(request)  # the same head, on the same connection
+        answer = await read_answer(reader)
+    finally:
+        writer.close()
+    assert b"Server: hexproxy" not in answer and b"X-Cache: MISS" in answer
+    assert answer.endswith(big["tarballs/big-1.0.0.tar"])
+    assert upstream.repo.count("/tarballs/big-1.0.0.tar") == 2
+
+
 async def test_prepared_answers_live_and_die_with_the_cache_entry(running: Any) -> None:
     """The fast path keeps no answers of its own: what the cache's memory budget drops is
     gone, body and all."""

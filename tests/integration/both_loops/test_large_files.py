@@ -25,6 +25,7 @@ import pytest
 from hexproxy.config import Config
 from hexproxy.store.cachekey import tarball_key
 from hexproxy.web.fastpath import FastPathProtocol
+from hexproxy.web.ops import METRICS
 from hexproxy.web.server import Running, start
 from hexproxy.web.state import CACHE
 from tests.conftest import Upstream
@@ -208,6 +209,40 @@ async def test_a_file_cut_short_on_disk_ends_the_connection(
     writer.close()
     assert b"Server: hexproxy" in head and length == len(huge["tarballs/huge-1.0.0.tar"])
     assert len(body) <= 9_000_000 < length and rest == b""
+
+
+async def test_a_repeated_head_sends_the_whole_file_every_time(
+    proxy: Running, huge: dict[str, bytes]
+) -> None:
+    """One request at a time on one connection, the same head each time: after the first,
+    answered from the fast path's table of repeated heads, still with sendfile(2) and the
+    writer for what the socket does not take at once; each answer counted once."""
+    assert proxy.fast is not None
+    repeats: list[int] = []
+    record_repeat = proxy.fast.record_repeat
+
+    def counting(*args: Any) -> None:
+        repeats.append(1)
+        record_repeat(*args)
+
+    proxy.fast.record_repeat = counting  # type: ignore[method-assign]
+    metrics = proxy.runner.app[METRICS]
+    before = metrics.totals().value("requests", "/tarballs/{filename}", 200, "HIT")
+    reader, writer = await connect(proxy.port)
+    try:
+        for i in range(5):
+            writer.write(get(TARBALL))
+            head, body, _ = await read_answer(reader)
+            assert b"Server: hexproxy" in head and sha(body) == sha(
+                huge["tarballs/huge-1.0.0.tar"]
+            ), i
+    finally:
+        writer.close()
+    assert get(TARBALL) in proxy.fast.hits
+    # The full lookup runs once a second per head; the rest come from the table.
+    assert len(repeats) >= 2
+    after = metrics.totals().value("requests", "/tarballs/{filename}", 200, "HIT")
+    assert after - before == 5
 
 
 # --- `hexproxy serve`, on each loop ------------------------------------------------------
