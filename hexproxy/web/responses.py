@@ -7,7 +7,6 @@ has a strong ETag and none has a Content-Encoding.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, BinaryIO
 
 from aiohttp import web
@@ -16,11 +15,11 @@ from ..cache.entries import Answer, Entry, Status, StoredFile
 from ..store.cachekey import CacheKey, Kind
 from ..store.diskio import open_fd
 from .requesthead import etag_matches
+from .sendfile import send_file
 
 OCTET = "application/octet-stream"
 STALE_WARNING = '110 hexproxy "Response is Stale"'
 IMMUTABLE = "public, max-age=604800, immutable"
-CHUNK = 256 * 1024  # a stored file's piece, where the loop has no sendfile
 
 
 def if_none_match(request: web.BaseRequest, etag: str) -> bool:
@@ -70,8 +69,8 @@ def file_headers(stored: StoredFile, status: Status) -> dict[str, str]:
 
 
 class SendfileResponse(web.StreamResponse):
-    """A stored file sent with sendfile(2) where the loop has loop.sendfile (asyncio's):
-    the bytes never pass through Python; on uvloop, in pieces (_write_chunks).
+    """A stored file sent with sendfile(2): the bytes never pass through Python, on
+    either event loop (sendfile.py).
 
     The handler opens the file (in a thread, so that a file pruned in between is a
     clean miss instead of an error here); this response closes it."""
@@ -91,30 +90,14 @@ class SendfileResponse(web.StreamResponse):
             transport = request.transport
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
-            loop = asyncio.get_running_loop()
             # sendfile(2) reads the file in the kernel on the loop's thread: the one disk
             # read left on the loop, deliberately (a thread hop per chunk would cost more
             # than the page-cache read it avoids). The file is already open.
-            try:
-                await loop.sendfile(transport, file, 0, self._stored.size)
-            except NotImplementedError:  # uvloop has no loop.sendfile
-                await self._write_chunks(file)
+            await send_file(transport, file.fileno(), 0, self._stored.size)
         finally:
             file.close()
         await super().write_eof()
         return writer
-
-    async def _write_chunks(self, file: BinaryIO) -> None:
-        """The file through the transport in pieces, each read in a thread, as aiohttp's
-        own FileResponse does where loop.sendfile is missing. (Hits of a known tarball
-        are the fast path's, which sends it with sendfile(2) on either loop.)"""
-        left = self._stored.size
-        while left > 0:
-            chunk = await asyncio.to_thread(file.read, min(CHUNK, left))
-            if not chunk:  # shorter than recorded: end the connection, the body short
-                raise ConnectionResetError(f"{self._stored.path} is shorter than recorded")
-            await self.write(chunk)
-            left -= len(chunk)
 
 
 async def open_stored(stored: StoredFile) -> BinaryIO | None:

@@ -245,6 +245,42 @@ async def test_a_repeated_head_sends_the_whole_file_every_time(
     assert after - before == 5
 
 
+async def test_aiohttp_sends_large_files_with_sendfile_too(
+    proxy_config: Callable[..., Config],
+    upstream: Upstream,
+    huge: dict[str, bytes],
+    tmp_path: Path,
+) -> None:
+    """With the fast path off, aiohttp answers every hit: sendfile(2) to its socket as
+    well (web/sendfile.py), a client reading slowly gets every byte, and one gone
+    mid-file leaves nothing open."""
+    publish(upstream, huge)
+    running = await start(proxy_config(server__listen="127.0.0.1:0", server__fast_path=False))
+    expected = sha(huge["tarballs/huge-1.0.0.tar"])
+    try:
+        await warm(running.port, huge)
+        reader, writer = await connect(running.port)
+        writer.write(get(TARBALL) + get(PACKAGE))
+        head, body, _ = await read_answer(reader)
+        _, package, _ = await read_answer(reader)
+        assert b"X-Cache: HIT" in head and sha(body) == expected
+        assert package == huge["packages/huge"]
+        writer.write(get(TARBALL))
+        await reader.readexactly(CHUNK)  # then gone with a reset, mid-file
+        writer.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        writer.transport.abort()
+        await wait_until(lambda: not open_files_under(tmp_path / "cache"), "the file closed")
+        reader, writer = await connect(running.port)  # the next client is served in full
+        writer.write(get(TARBALL, "Connection: close\r\n"))
+        _, body, _ = await read_answer(reader)
+        writer.close()
+        assert sha(body) == expected
+    finally:
+        await running.stop()
+
+
 # --- `hexproxy serve`, on each loop ------------------------------------------------------
 
 
