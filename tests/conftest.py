@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from hexproxy.web import create_app
 from tests.fakes.hex_repo import FakeHexRepo
 from tests.support.fixtures import is_under_fixtures, require_real_data
 from tests.support.keys import test_private_key
+from tests.support.proxy_process import ProxyProcesses
 from tests.support.repo import DepSpec, PackageSpec, build_repo
 from tests.support.s3server import BUCKET, REGION, SeaweedServer, aws_env, require_weed
 
@@ -98,6 +99,17 @@ async def upstream(aiohttp_server: Any) -> Upstream:
     repo = FakeHexRepo(build_repo(small_tree(), test_private_key()))
     server = await aiohttp_server(repo.app())
     return Upstream(repo, server)
+
+
+@pytest.fixture
+async def proxies(tmp_path: Path, public_key_file: Path) -> AsyncIterator[ProxyProcesses]:
+    """``await proxies.start(...)``: ``hexproxy serve`` processes, every one stopped at
+    teardown."""
+    started = ProxyProcesses(tmp_path / "proxies", public_key_file)
+    try:
+        yield started
+    finally:
+        await started.stop_all()
 
 
 ProxyFactory = Callable[..., Awaitable[TestClient[Any, Any]]]

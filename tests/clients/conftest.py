@@ -11,13 +11,9 @@ import pytest
 from tests.conftest import Upstream
 from tests.fakes.hex_repo import FakeHexRepo
 from tests.support.keys import test_private_key
-from tests.support.proxy_process import ProxyProcesses
 from tests.support.repo import build_repo, erlang_tree
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from pathlib import Path
-
     from pytest_aiohttp import AiohttpServer
 
 
@@ -31,12 +27,3 @@ async def tree_upstream(aiohttp_server: AiohttpServer) -> Upstream:
     repo = FakeHexRepo(dict(tree_files()))
     server = await aiohttp_server(repo.app(), host="127.0.0.1")
     return Upstream(repo, server)
-
-
-@pytest.fixture
-async def proxies(tmp_path: Path, public_key_file: Path) -> AsyncIterator[ProxyProcesses]:
-    started = ProxyProcesses(tmp_path / "proxies", public_key_file)
-    try:
-        yield started
-    finally:
-        await started.stop_all()

@@ -10,12 +10,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.conftest import Upstream
 from tests.support.fixtures import REPO_ROOT
@@ -23,15 +20,6 @@ from tests.support.proxy_process import ProxyProcesses
 
 CLIENTS = 16
 WAIT = 30.0  # seconds: a generous bound on every wait below
-
-
-@pytest.fixture
-async def proxies(tmp_path: Path, public_key_file: Path) -> AsyncIterator[ProxyProcesses]:
-    started = ProxyProcesses(tmp_path / "proxies", public_key_file)
-    try:
-        yield started
-    finally:
-        await started.stop_all()
 
 
 def workers_of(parent: int) -> set[int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -35,15 +34,6 @@ def installs_key_file(tmp_path: Path) -> Path:
     path = tmp_path / "installs_key.pem"
     path.write_bytes(public_key_pem(other_private_key().public_key()))
     return path
-
-
-@pytest.fixture
-async def proxies(tmp_path: Path, public_key_file: Path) -> AsyncIterator[ProxyProcesses]:
-    started = ProxyProcesses(tmp_path / "proxies", public_key_file)
-    try:
-        yield started
-    finally:
-        await started.stop_all()
 
 
 async def four_workers(

@@ -8,10 +8,9 @@ import asyncio
 import os
 import re
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Upstream
@@ -20,15 +19,6 @@ from tests.support.proxy_process import ProxyProcess, ProxyProcesses
 
 MAX_REQUESTS = 2000  # bound on the requests sent while waiting for both workers to answer
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture
-async def proxies(tmp_path: Path, public_key_file: Path) -> AsyncIterator[ProxyProcesses]:
-    started = ProxyProcesses(tmp_path / "proxies", public_key_file)
-    try:
-        yield started
-    finally:
-        await started.stop_all()
 
 
 async def get(port: int, path: str) -> tuple[int, bytes]:

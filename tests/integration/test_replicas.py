@@ -44,15 +44,6 @@ def store_settings(store: StoreConfig, endpoint: str | None = None) -> dict[str,
     }
 
 
-@pytest.fixture
-async def proxies(tmp_path: Path, public_key_file: Path) -> AsyncIterator[ProxyProcesses]:
-    started = ProxyProcesses(tmp_path / "proxies", public_key_file)
-    try:
-        yield started
-    finally:
-        await started.stop_all()
-
-
 async def get(url: str) -> tuple[int, bytes]:
     timeout = aiohttp.ClientTimeout(total=WAIT)
     async with (
