@@ -12,11 +12,11 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tests.conftest import Upstream
 from tests.support.fixtures import REPO_ROOT
 from tests.support.proxy_process import ProxyProcesses
+from tests.support.waiting import wait_until
 
 CLIENTS = 16
 WAIT = 30.0  # seconds: a generous bound on every wait below
@@ -89,27 +89,18 @@ class Load:
                 writer.transport.abort()
 
 
-async def until(condition: Any, what: str) -> None:
-    """Wait, bounded, for ``condition()`` to hold."""
-    for _ in range(int(WAIT / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not within {WAIT} s: {what}")
-
-
 async def test_a_killed_worker_is_replaced_and_costs_only_its_connections(
     upstream: Upstream, proxies: ProxyProcesses, tmp_path: Path
 ) -> None:
     proxy = await proxies.start(
         upstream.url, tmp_path / "cache", SERVER_WORKERS=2, SERVER_ACCESS_LOG="false"
     )
-    await until(lambda: len(workers_of(proxy.pid)) == 2, "two workers")
+    await wait_until(lambda: len(workers_of(proxy.pid)) == 2, "two workers")
     expected = upstream.repo.files["packages/alpha"]
     load = Load(proxy.port, expected, [0] * CLIENTS, [0] * CLIENTS, asyncio.Event())
     clients = [asyncio.create_task(load.client(i)) for i in range(CLIENTS)]
     try:
-        await until(lambda: all(load.ok), "every client served")
+        await wait_until(lambda: all(load.ok), "every client served")
         workers = workers_of(proxy.pid)
         held = {pid: connections_held(pid, proxy.port) for pid in workers}
         victim = max(held, key=lambda pid: held[pid])
@@ -117,9 +108,11 @@ async def test_a_killed_worker_is_replaced_and_costs_only_its_connections(
 
         os.kill(victim, signal.SIGKILL)
         served_at_kill = list(load.ok)
-        await until(lambda: len(workers_of(proxy.pid) - {victim}) == 2, "a new worker in its place")
+        await wait_until(
+            lambda: len(workers_of(proxy.pid) - {victim}) == 2, "a new worker in its place"
+        )
         # The server keeps answering: every client, on its old or a new connection.
-        await until(
+        await wait_until(
             lambda: all(now > then + 3 for now, then in zip(load.ok, served_at_kill, strict=True)),
             "every client served again",
         )
