@@ -49,7 +49,7 @@ class AccessLog:
         if self.json_format:
             text = json.dumps(
                 {
-                    "time": self._stamp(),
+                    "time": self._stamp(time.time()),
                     "remote": remote,
                     "method": method,
                     "path": path,
@@ -60,33 +60,27 @@ class AccessLog:
                     "user_agent": user_agent,
                 }
             )
+            self._append(text)
         else:
-            text = (
-                f'{self._stamp()} INFO hexproxy.access: {remote} "{method} {path}" {status} '
-                f"{cache} {size}B {_milliseconds(seconds)}ms"
-            )
+            middle = f' "{method} {path}" {status} {cache} {size}B '
+            self.repeated(remote, middle, seconds, time.time())
+
+    def repeated(self, remote: str | None, middle: str, seconds: float, now: float) -> None:
+        """A text line whose middle (``"GET /path" 200 HIT 123B``, with the spaces around
+        it) the caller formatted once for many requests; ``now`` is ``time.time()``."""
+        stamp = self._stamp(now)
+        self._append(f"{stamp} INFO hexproxy.access: {remote}{middle}{_milliseconds(seconds)}ms")
+
+    def _append(self, text: str) -> None:
         self.lines.append(text)
         if len(self.lines) >= FLUSH_LINES:
             self.flush()
         elif not self._flush_scheduled:
             self._schedule()
 
-    def repeated(self, remote: str, middle: str, seconds: float, now: float) -> None:
-        """A text line whose middle (``"GET /path" 200 HIT 123B``, with the spaces around
-        it) the caller formatted once for many requests; ``now`` is ``time.time()``."""
-        self.lines.append(
-            f"{self._stamp(now)} INFO hexproxy.access: {remote}{middle}{_milliseconds(seconds)}ms"
-        )
-        if len(self.lines) >= FLUSH_LINES:
-            self.flush()
-        elif not self._flush_scheduled:
-            self._schedule()
-
-    def _stamp(self, now: float | None = None) -> str:
-        """Now, as the log formatters write it (``2026-11-26 10:09:44,123``); the strftime
-        is done once per second."""
-        if now is None:
-            now = time.time()
+    def _stamp(self, now: float) -> str:
+        """``now`` (``time.time()``) as the log formatters write it (``2026-11-26
+        10:09:44,123``); the strftime is done once per second."""
         second = int(now)
         if second != self._second:
             self._second = second

@@ -634,21 +634,29 @@ class FastPathProtocol(asyncio.Protocol):
         up to HOT_MAX bytes); what the socket does not take goes to the transport."""
         transport = self.transport
         assert transport is not None
-        sock = transport.get_extra_info("socket")
-        sent = 0
-        if sock is not None and not transport.get_write_buffer_size():
-            try:
-                sent = os.writev(sock.fileno(), [head, body])
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                transport.abort()
-                return
-        if sent < len(head):
+        sent = self._write_now([head, body])
+        if sent < 0:
+            transport.abort()
+        elif sent < len(head):
             transport.write(head[sent:])
             transport.write(body)
         elif sent < len(head) + len(body):
             transport.write(memoryview(body)[sent - len(head) :])
+
+    def _write_now(self, parts: list[bytes]) -> int:
+        """Write ``parts`` straight to the socket, as much as it takes now: what the
+        transport still holds must go first, so nothing is written then. Bytes written,
+        or -1 if the socket failed (the client is gone)."""
+        transport = self.transport
+        assert transport is not None
+        if transport.get_write_buffer_size():
+            return 0
+        try:
+            return os.writev(transport.get_extra_info("socket").fileno(), parts)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            return -1
 
     def _send_file(self, head: bytes, fd: int, size: int, reply: _Reply) -> None:
         """Headers, then a stored file with sendfile(2) straight to the socket; neither
@@ -663,15 +671,10 @@ class FastPathProtocol(asyncio.Protocol):
         assert transport is not None
         sock_fd = transport.get_extra_info("socket").fileno()
         file = self.file = _File(fd, size, reply)
-        written = 0
-        if not transport.get_write_buffer_size():
-            try:
-                written = os.write(sock_fd, head)
-            except (BlockingIOError, InterruptedError):
-                written = 0
-            except OSError:
-                self._drop_file()
-                return
+        written = self._write_now([head])
+        if written < 0:
+            self._drop_file()
+            return
         if written < len(head):
             transport.write(head[written:])
         elif size:
