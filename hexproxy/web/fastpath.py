@@ -266,15 +266,13 @@ class FastPath:
 
     def remember(self, head: bytes, request: RequestHead, memo: Memo, prepared: Prepared) -> None:
         """``head`` (one whole request, all that was received) was just answered with
-        ``prepared``: keep it as a _Hit if its answer is bytes in memory."""
+        ``prepared``: keep it as a _Hit if _Hit.derive takes that answer."""
         hit = self.hits.get(head)
         if hit is not None and hit.memo is memo:
             hit.second = self._date_second
             return
         if len(head) > REMEMBERED_HEAD:
             return
-        if prepared.size <= HOT_MAX and prepared.body is None and request.method == b"GET":
-            return  # a file that may become hot: the full path counts its requests
         hit = _Hit(request, memo, self._date_second)
         if not hit.derive(prepared, self.traffic):
             return
