@@ -14,8 +14,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Upstream
-from tests.faults.test_workers import until, workers_of
+from tests.faults.test_workers import workers_of
 from tests.support.proxy_process import ProxyProcess, ProxyProcesses
+from tests.support.waiting import wait_until
 
 MAX_REQUESTS = 2000  # bound on the requests sent while waiting for both workers to answer
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -82,7 +83,7 @@ async def test_every_scrape_reports_the_whole_server_and_never_drops(
     proxy = await proxies.start(
         upstream.url, tmp_path / "cache", SERVER_WORKERS=2, SERVER_ACCESS_LOG="false"
     )
-    await until(lambda: len(workers_of(proxy.pid)) == 2, "two workers")
+    await wait_until(lambda: len(workers_of(proxy.pid)) == 2, "two workers")
     expected = upstream.repo.files["packages/alpha"]
 
     # ``count``: what the next scrape must report. A request is counted once answered,
@@ -122,7 +123,9 @@ async def test_every_scrape_reports_the_whole_server_and_never_drops(
     count += 1
     victim_slot, victim = min(live_pids(before_kill).items())
     os.kill(victim, signal.SIGKILL)
-    await until(lambda: len(workers_of(proxy.pid) - {victim}) == 2, "a new worker in its place")
+    await wait_until(
+        lambda: len(workers_of(proxy.pid) - {victim}) == 2, "a new worker in its place"
+    )
     after_kill = await scrape(proxy.port)
     assert total(after_kill) == count
     cpu = ("process_cpu_seconds_total", ())
